@@ -1,0 +1,46 @@
+//! Liveness and readiness.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::AppState;
+use crate::store::migrate;
+
+/// 200 while the process runs.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// 200 when the database answers and its schema is the one this build expects, else 503.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let expected = migrate::latest_version();
+    let check = async {
+        let mut conn = state.pool.acquire().await?;
+        migrate::current_version(&mut conn).await
+    };
+    let (ready, detail) = match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Err(_) => (false, json!({"database": "no answer within 2 s"})),
+        Ok(Err(e)) => (false, json!({"database": format!("unreachable: {e}")})),
+        Ok(Ok(v)) if v == Some(expected) => (true, json!({"database": "ok", "schema_version": v})),
+        Ok(Ok(v)) => (
+            false,
+            json!({"database": "ok", "schema_version": v, "expected_schema_version": expected}),
+        ),
+    };
+    let mut body = json!({"status": if ready { "ready" } else { "unavailable" }});
+    body.as_object_mut()
+        .expect("an object")
+        .extend(detail.as_object().cloned().unwrap_or_default());
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((
+                "Retry-After",
+                super::answer::RETRY_AFTER_SECONDS.to_string(),
+            ))
+            .json(body)
+    }
+}

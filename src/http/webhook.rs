@@ -1,0 +1,193 @@
+//! `POST /webhooks/callhippo`: authenticate, read the body within its limit, decode it,
+//! hand it to the writer, and answer what became of it.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::web::{self, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::{Answer, AppState};
+use crate::event::Reading;
+use crate::ingest::Ack;
+use crate::payload;
+use crate::store::{Delivery, Outcome};
+
+/// How long a client may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a refused body is read and thrown away, so that the client gets its answer
+/// rather than a reset connection; past this the connection is closed.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// `GET`/`HEAD`: the vendor checks that the URL answers, token or not.
+pub async fn probe() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+pub async fn receive(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let answer = handle(&req, body, &state).await;
+    tracing::info!(
+        kind = answer.kind.map(|k| k.as_str()).unwrap_or("-"),
+        key = answer.key.as_deref().unwrap_or("-"),
+        outcome = answer.status,
+        code = answer.code,
+        warnings = answer.warnings.as_ref().map_or(0, |w| w.len()),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "webhook"
+    );
+    answer.into_response()
+}
+
+async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answer {
+    if let Some(token) = &state.token {
+        if !token.admits(req) {
+            drain(body).await;
+            return Answer::rejected(
+                401,
+                "missing or wrong token: add ?token=… to the URL or send Authorization: Bearer …",
+            );
+        }
+    }
+    let bytes = match read_body(req, body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let decoded = payload::decode(&bytes, content_type.as_deref());
+    let answer = describe(&decoded.reading);
+    let ack = state
+        .ingestor
+        .submit(Delivery {
+            decoded,
+            content_type,
+            received_at: Utc::now(),
+        })
+        .await;
+    settle(answer, ack)
+}
+
+/// What the answer says of the event itself, before its fate is known.
+fn describe(reading: &Reading) -> Answer {
+    let mut a = Answer::new(200, "stored");
+    a.kind = Some(reading.kind());
+    match reading {
+        Reading::Record(r) => {
+            a.key = Some(r.key());
+            a.warnings = (!r.warnings().is_empty()).then(|| r.warnings().clone());
+        }
+        Reading::Rejected(r) => {
+            a.code = r.http_status();
+            a.status = "rejected";
+            a.field = r.field.clone();
+            a.error = Some(r.message.clone());
+        }
+        Reading::Test => a.status = "test",
+        Reading::Unknown => {
+            a.code = 202;
+            a.status = "archived";
+        }
+    }
+    a
+}
+
+/// The answer once the writer has said what it did.
+fn settle(mut a: Answer, ack: Ack) -> Answer {
+    match ack {
+        Ack::Written(outcome) => {
+            match outcome {
+                Outcome::Stored | Outcome::Duplicate | Outcome::Updated => {
+                    a.code = 200;
+                    a.status = outcome.as_str();
+                }
+                // Test, archived and rejected answers were settled by the reading.
+                Outcome::Test | Outcome::Archived | Outcome::Rejected => {}
+            }
+            a
+        }
+        Ack::Refused(message) => {
+            a.code = 422;
+            a.status = "rejected";
+            a.error = Some(message);
+            a
+        }
+        Ack::Unavailable(why) => {
+            tracing::warn!(error = %why, "database unavailable");
+            Answer {
+                code: 503,
+                status: "unavailable",
+                error: Some(
+                    "the database is unreachable and the event could not be queued: retry later"
+                        .into(),
+                ),
+                warnings: None,
+                ..a
+            }
+        }
+    }
+}
+
+/// Reads the body up to `limit` bytes. A larger one (by its `Content-Length`, or once more
+/// than `limit` bytes have come) is refused without being kept.
+async fn read_body(
+    req: &HttpRequest,
+    mut body: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, Answer> {
+    let too_large = || {
+        Answer::rejected(
+            413,
+            format!("the body is larger than MAX_BODY_BYTES ({limit} bytes)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain(body).await;
+        return Err(too_large());
+    }
+    let read = async {
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit as u64) as usize);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| Answer::rejected(400, format!("could not read the body: {e}")))?;
+            if buf.len() + chunk.len() > limit {
+                drain(body).await;
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Err(Answer::rejected(400, "the body did not arrive within 30 s")))
+}
+
+/// Reads and discards what is left of a body (bounded in size and time).
+async fn drain(mut body: web::Payload) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,179 @@
+//! The wire: a webhook body's bytes -> [`Decoded`] (what `raw_events` keeps) and a
+//! [`Reading`] (what the normalized tables get). Pure: no I/O, no clock, no SQL, so that
+//! every rule is a plain unit test, and `replay` reads stored bodies exactly as live ones.
+
+pub mod fields;
+mod reader;
+mod sanitize;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::event::{Kind, Reading, Rejection};
+
+pub use reader::read_object;
+
+/// A body as `raw_events` keeps it, with what it was read as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// SHA-256 of the bytes as received: identical bytes make one `raw_events` row.
+    pub sha256: [u8; 32],
+    /// The JSON object (or the form's fields), made storable in `jsonb`; `None` when the body
+    /// was not JSON.
+    pub payload: Option<Value>,
+    /// The text as received, when `payload` alone does not give it back: the body was not
+    /// JSON, or was JSON that had to be altered to fit `jsonb` (NUL characters, numbers
+    /// beyond PostgreSQL's range).
+    pub body: Option<String>,
+    /// The exact bytes, only when `body` could not hold them (invalid UTF-8 or NUL bytes).
+    pub body_bytes: Option<Vec<u8>>,
+    pub reading: Reading,
+}
+
+impl Decoded {
+    pub fn kind(&self) -> Kind {
+        self.reading.kind()
+    }
+
+    /// The error kept in `raw_events.error`, when the body was refused.
+    pub fn error(&self) -> Option<String> {
+        match &self.reading {
+            Reading::Rejected(r) => Some(r.message.clone()),
+            _ => None,
+        }
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Reads one webhook body. `content_type` only matters for a body that is not JSON: form
+/// fields are then read as an object.
+pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
+    let sha256: [u8; 32] = Sha256::digest(bytes).into();
+    let unbommed = bytes.strip_prefix(BOM).unwrap_or(bytes);
+
+    let (body, body_bytes) = match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => (text.to_owned(), None),
+        _ => (
+            String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}"),
+            Some(bytes.to_vec()),
+        ),
+    };
+
+    let parsed: Option<Value> = serde_json::from_slice(unbommed).ok();
+    let (value, from_form) = match parsed {
+        Some(v) => (Some(v), false),
+        None if is_form(content_type) => (read_form(unbommed), true),
+        None => (None, false),
+    };
+
+    let Some(mut value) = value else {
+        let message = if is_form(content_type) {
+            "the body is neither a JSON object nor form fields".to_owned()
+        } else {
+            not_json_message(unbommed)
+        };
+        return Decoded {
+            sha256,
+            payload: None,
+            body: Some(body),
+            body_bytes,
+            reading: Reading::Rejected(Rejection {
+                kind: Kind::Invalid,
+                field: None,
+                message,
+            }),
+        };
+    };
+
+    let cleaned = sanitize::make_storable(&mut value);
+    let keep_body = from_form || cleaned.altered;
+    let reading = match &value {
+        Value::Object(obj) => read_object(obj, &cleaned.altered_fields),
+        other => Reading::Rejected(Rejection {
+            kind: Kind::Invalid,
+            field: None,
+            message: format!(
+                "the body is JSON but not an object: it is {}",
+                describe(other)
+            ),
+        }),
+    };
+    Decoded {
+        sha256,
+        payload: Some(value),
+        body: keep_body.then_some(body),
+        body_bytes,
+        reading,
+    }
+}
+
+fn is_form(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    })
+}
+
+/// The JSON parser's own explanation, which names the line and column.
+fn not_json_message(bytes: &[u8]) -> String {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return "the body is empty: a JSON object was expected".to_owned();
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        Err(e) => format!("the body is not JSON: {e}"),
+        Ok(_) => "the body is not JSON".to_owned(),
+    }
+}
+
+/// Form fields as an object: a repeated field (or one named `x[]`) becomes an array.
+/// Text without any `name=value` is not a form.
+fn read_form(bytes: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    // A lone word is not form fields, however it was labelled.
+    if !text.contains('=') || text.trim_start().starts_with(['{', '[']) {
+        return None;
+    }
+    let mut obj = Map::new();
+    for (k, v) in form_urlencoded::parse(text.trim().as_bytes()) {
+        let (key, is_list) = match k.strip_suffix("[]") {
+            Some(base) => (base.to_owned(), true),
+            None => (k.into_owned(), false),
+        };
+        if key.is_empty() {
+            return None;
+        }
+        let v = Value::String(v.into_owned());
+        match obj.get_mut(&key) {
+            Some(Value::Array(list)) => list.push(v),
+            Some(prev) => {
+                let first = prev.take();
+                *prev = Value::Array(vec![first, v]);
+            }
+            None if is_list => {
+                obj.insert(key, Value::Array(vec![v]));
+            }
+            None => {
+                obj.insert(key, v);
+            }
+        }
+    }
+    (!obj.is_empty()).then_some(Value::Object(obj))
+}
+
+/// `an array`, `a string`… for messages.
+pub(crate) fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! A JSON object -> the event it describes (CONTRACT §3 and §4).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::describe;
+use super::fields::{
+    normalize_enum, parse_bool, parse_decimal, parse_duration, parse_time, parse_whole,
+    time_from_epoch,
+};
+use crate::event::{
+    CallRecord, CallStatusRecord, Kind, Reading, Record, Rejection, SmsRecord, Warnings,
+};
+
+/// The number the vendor's "test connection" button sends the event to.
+const TEST_NUMBER: &str = "+11111111111";
+
+/// Reads one payload object. `altered_fields` names the top-level fields that had to be
+/// changed to be storable (see `sanitize`); each gets a warning.
+pub fn read_object(obj: &Map<String, Value>, altered_fields: &BTreeSet<String>) -> Reading {
+    let mut f = Fields {
+        obj,
+        warnings: Warnings::new(),
+    };
+    for field in altered_fields {
+        f.warn(
+            field,
+            "held a NUL character or a number beyond PostgreSQL's range: NULs removed, \
+             such numbers kept as text"
+                .to_owned(),
+        );
+    }
+
+    if ["to", "toNumber"]
+        .iter()
+        .any(|k| matches!(obj.get(*k), Some(Value::String(s)) if s.trim() == TEST_NUMBER))
+    {
+        return Reading::Test;
+    }
+
+    let kind = match kind_word(obj).as_deref() {
+        Some("call") => Kind::Call,
+        Some("sms") => Kind::Sms,
+        Some(_) => Kind::Unknown,
+        None if obj.contains_key("callSid")
+            && ["dateTime", "fromNumber", "agentId"]
+                .iter()
+                .any(|k| obj.contains_key(*k)) =>
+        {
+            Kind::CallStatus
+        }
+        None => Kind::Unknown,
+    };
+    let record = match kind {
+        Kind::Call => read_call(&mut f).map(Record::Call),
+        Kind::Sms => read_sms(&mut f).map(Record::Sms),
+        Kind::CallStatus => read_status(&mut f).map(Record::CallStatus),
+        _ => return Reading::Unknown,
+    };
+    match record {
+        Ok(r) => Reading::Record(r),
+        Err(rejection) => Reading::Rejected(rejection),
+    }
+}
+
+/// `activityType` (older payloads) or `type` (newer ones): a non-empty string, trimmed,
+/// lowercased.
+fn kind_word(obj: &Map<String, Value>) -> Option<String> {
+    ["activityType", "type"]
+        .iter()
+        .find_map(|k| match obj.get(*k) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_lowercase()),
+            _ => None,
+        })
+}
+
+fn read_call(f: &mut Fields) -> Result<CallRecord, Rejection> {
+    let call_sid = f.key_text("callSid", Kind::Call)?;
+    // `durationSeconds` (newer payloads) wins over `duration` when it can be read.
+    let duration_seconds = match f.get("durationSeconds") {
+        Some(_) => f
+            .parsed("durationSeconds", parse_duration)
+            .or_else(|| f.parsed("duration", parse_duration)),
+        None => f.parsed("duration", parse_duration),
+    };
+    Ok(CallRecord {
+        call_sid,
+        call_type: f.enumerated("callType"),
+        from_number: f.text_or("from", "fromNumber"),
+        to_number: f.text_or("to", "toNumber"),
+        dial_code: f.text("dialCode"),
+        country_name: f.text("countryName"),
+        status: f.enumerated("status"),
+        status_reason: f.text("statusReason"),
+        duration_seconds,
+        ring_seconds: f.parsed("ringAnswerDuration", parse_duration),
+        billed_minutes: f.parsed("billedMinutes", |s| parse_whole(s, false)),
+        call_charge: f.parsed("callCharge", parse_decimal),
+        logged_at: f.time("time"),
+        started_at: f.time("startTime"),
+        ended_at: f.time("endTime"),
+        agent_email: f.email("email"),
+        agent_name: f.text("callerName"),
+        admin_email: f.email("adminEmail"),
+        note: f.text("note"),
+        recording_url: f.text("recordingUrl"),
+        answered_device: f.enumerated("answeredDevice"),
+        hangup_by: f.enumerated("hangupBy"),
+        call_queue: f.boolean("callQueue"),
+        reason: f.text("reason"),
+        dispositions: f.list("dispositions"),
+        tags: f.list("tags").unwrap_or_default(),
+        warnings: std::mem::take(&mut f.warnings),
+    })
+}
+
+fn read_sms(f: &mut Fields) -> Result<SmsRecord, Rejection> {
+    let from_number = f.key_text_or("from", "fromNumber", Kind::Sms)?;
+    let to_number = f.key_text_or("to", "toNumber", Kind::Sms)?;
+    let logged_at = f.key_time("time", Kind::Sms)?;
+    let sms_type = f.enumerated("smsType");
+    let content = f.text("content");
+    let sms_key = sms_key(
+        &from_number,
+        &to_number,
+        sms_type.as_deref(),
+        logged_at,
+        content.as_deref(),
+    );
+    Ok(SmsRecord {
+        sms_key,
+        sms_type,
+        from_number,
+        to_number,
+        status: f.enumerated("status"),
+        content,
+        logged_at,
+        sms_charge: f.parsed("smsCharge", parse_decimal),
+        agent_email: f.email("email"),
+        agent_name: f.text("smsSendBy"),
+        admin_email: f.email("adminEmail"),
+        warnings: std::mem::take(&mut f.warnings),
+    })
+}
+
+fn read_status(f: &mut Fields) -> Result<CallStatusRecord, Rejection> {
+    let call_sid = f.key_text("callSid", Kind::CallStatus)?;
+    let status = normalize_enum(&f.key_text("status", Kind::CallStatus)?);
+    let occurred_at = f.key_time("dateTime", Kind::CallStatus)?;
+    Ok(CallStatusRecord {
+        call_sid,
+        status,
+        occurred_at,
+        call_type: f.enumerated("callType"),
+        from_number: f.text_or("fromNumber", "from"),
+        to_number: f.text_or("toNumber", "to"),
+        agent_email: f.email("agentEmail"),
+        agent_id: f.text("agentId"),
+        dial_code: f.text("dialCode"),
+        warnings: std::mem::take(&mut f.warnings),
+    })
+}
+
+/// The vendor gives an SMS no id: the key is a digest of what identifies a message, read
+/// (not as bytes), so that a redelivery spelled differently still finds its row.
+pub fn sms_key(
+    from: &str,
+    to: &str,
+    sms_type: Option<&str>,
+    time: DateTime<Utc>,
+    content: Option<&str>,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        from,
+        to,
+        sms_type.unwrap_or(""),
+        &time.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        content.unwrap_or(""),
+    ] {
+        // Length-prefixed, so that no two different tuples give the same bytes.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Field access that records what could not be read instead of failing the event.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    warnings: Warnings,
+}
+
+impl<'a> Fields<'a> {
+    /// A field's value; an absent field, `null` and an empty (or blank) string are `None`.
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        match self.obj.get(name)? {
+            Value::Null => None,
+            Value::String(s) if s.trim().is_empty() => None,
+            v => Some(v),
+        }
+    }
+
+    fn warn(&mut self, field: &str, message: String) {
+        self.warnings.entry(field.to_owned()).or_insert(message);
+    }
+
+    /// A scalar as text: strings trimmed, numbers and booleans as written.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let v = self.get(name)?;
+        match scalar_text(v) {
+            Some(s) => Some(s),
+            None => {
+                self.warn(name, format!("expected text, got {}", describe(v)));
+                None
+            }
+        }
+    }
+
+    /// `name`, or `fallback` when `name` is absent.
+    fn text_or(&mut self, name: &str, fallback: &str) -> Option<String> {
+        match self.get(name) {
+            Some(_) => self.text(name),
+            None => self.text(fallback),
+        }
+    }
+
+    fn email(&mut self, name: &str) -> Option<String> {
+        self.text(name).map(|s| s.to_lowercase())
+    }
+
+    fn enumerated(&mut self, name: &str) -> Option<String> {
+        self.text(name)
+            .map(|s| normalize_enum(&s))
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A value read from its text (a string, or a number as written) by `read`.
+    fn parsed<T>(&mut self, name: &str, read: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let v = self.get(name)?;
+        let result = match v {
+            Value::String(s) => read(s),
+            Value::Number(n) => read(&n.to_string()),
+            other => Err(format!(
+                "expected a number or a string, got {}",
+                describe(other)
+            )),
+        };
+        result.map_err(|e| self.warn(name, e)).ok()
+    }
+
+    fn time(&mut self, name: &str) -> Option<DateTime<Utc>> {
+        match self.get(name)? {
+            Value::Number(_) => self.parsed(name, time_from_epoch),
+            _ => self.parsed(name, parse_time),
+        }
+    }
+
+    fn boolean(&mut self, name: &str) -> Option<bool> {
+        match self.get(name)? {
+            Value::Bool(b) => Some(*b),
+            _ => self.parsed(name, parse_bool),
+        }
+    }
+
+    /// A list of names (tags, dispositions): an array of scalars, or one string of
+    /// comma-separated names. Trimmed, empty ones dropped, repeats dropped, order kept.
+    /// `None` when nothing is left.
+    fn list(&mut self, name: &str) -> Option<Vec<String>> {
+        let v = self.get(name)?;
+        let mut names: Vec<String> = Vec::new();
+        let mut push = |s: &str| {
+            let s = s.trim();
+            if !s.is_empty() && !names.iter().any(|n| n == s) {
+                names.push(s.to_owned());
+            }
+        };
+        match v {
+            Value::Array(items) => {
+                let mut skipped = None;
+                for item in items {
+                    match item {
+                        Value::Null => {}
+                        Value::String(s) => push(s),
+                        other => match scalar_text(other) {
+                            Some(s) => push(&s),
+                            None => skipped = Some(describe(other)),
+                        },
+                    }
+                }
+                if let Some(what) = skipped {
+                    self.warn(name, format!("an item was {what}, not a name: skipped"));
+                }
+            }
+            Value::String(s) => s.split(',').for_each(push),
+            other => {
+                self.warn(
+                    name,
+                    format!("expected a list of names, got {}", describe(other)),
+                );
+            }
+        }
+        (!names.is_empty()).then_some(names)
+    }
+
+    /// A key field: its absence, emptiness or unreadability refuses the event.
+    fn key_text(&mut self, name: &str, kind: Kind) -> Result<String, Rejection> {
+        let reject = |message: String| Rejection {
+            kind,
+            field: Some(name.to_owned()),
+            message,
+        };
+        match self.obj.get(name) {
+            None | Some(Value::Null) => Err(reject(format!("{name} is missing"))),
+            Some(v) => match scalar_text(v) {
+                Some(s) if s.is_empty() => Err(reject(format!("{name} is empty"))),
+                Some(s) => Ok(s),
+                None => Err(reject(format!("{name} must be text, got {}", describe(v)))),
+            },
+        }
+    }
+
+    /// A key field with a newer spelling used when the older one is absent.
+    fn key_text_or(&mut self, name: &str, fallback: &str, kind: Kind) -> Result<String, Rejection> {
+        match (self.get(name), self.get(fallback)) {
+            (None, Some(_)) => self.key_text(fallback, kind),
+            _ => self.key_text(name, kind),
+        }
+    }
+
+    fn key_time(&mut self, name: &str, kind: Kind) -> Result<DateTime<Utc>, Rejection> {
+        let text = self.key_text(name, kind)?;
+        let read = match self.obj.get(name) {
+            Some(Value::Number(_)) => time_from_epoch(&text),
+            _ => parse_time(&text),
+        };
+        read.map_err(|e| Rejection {
+            kind,
+            field: Some(name.to_owned()),
+            message: format!("{name} is {e}"),
+        })
+    }
+}
+
+/// Strings trimmed; numbers exactly as written; booleans as `true`/`false`.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

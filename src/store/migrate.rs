@@ -1,0 +1,124 @@
+//! Schema migrations: refinery's runner and the `migrations/` folder, over a sqlx
+//! connection.
+//!
+//! refinery has no sqlx driver, so this module gives it one (its `AsyncTransaction` and
+//! `AsyncQuery` traits): the service then needs one database client, not two, and the
+//! advisory lock that keeps replicas from migrating at once is held on the very session that
+//! runs the migrations.
+
+use refinery::{AsyncMigrate, Migration};
+use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
+use sqlx::{Executor, PgConnection, Row};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// The table in which refinery records applied migrations.
+pub const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// Any constant both replicas agree on: the lock taken while migrating.
+const MIGRATION_LOCK_KEY: i64 = 0x6361_6c6c_6869_7070; // "callhipp"
+
+/// The newest migration version this build knows.
+pub fn latest_version() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Applies pending migrations. Several processes may call it at once: the first takes a
+/// PostgreSQL advisory lock, the others wait for it and then find nothing to do.
+/// Returns the names of the migrations this call applied.
+pub async fn run(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let result = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(&mut SqlxMigrator(conn))
+        .await;
+    // Unlock even when a migration failed; the session ends soon anyway.
+    let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    let report = result?;
+    unlock?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
+}
+
+/// The newest applied version, or `None` on a database never migrated.
+pub async fn current_version(conn: &mut PgConnection) -> Result<Option<i32>, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(HISTORY_TABLE)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT max(version) FROM refinery_schema_history")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+struct SqlxMigrator<'c>(&'c mut PgConnection);
+
+impl AsyncTransaction for SqlxMigrator<'_> {
+    type Error = sqlx::Error;
+
+    /// Runs the statements (a migration and its history row) in one transaction.
+    async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
+        &'a mut self,
+        queries: T,
+    ) -> Result<usize, Self::Error> {
+        // `Executor`'s boxed futures (rather than `sqlx::query(..).execute(..)`) keep the
+        // future `Send` for every lifetime, as refinery's trait requires. A statement without
+        // arguments goes through the simple-query protocol: a migration holds many.
+        let conn = &mut *self.0;
+        conn.execute("BEGIN").await?;
+        let mut count = 0;
+        for query in queries {
+            if let Err(e) = conn.execute(query).await {
+                let _ = conn.execute("ROLLBACK").await;
+                return Err(e);
+            }
+            count += 1;
+        }
+        conn.execute("COMMIT").await?;
+        Ok(count)
+    }
+}
+
+impl AsyncQuery<Vec<Migration>> for SqlxMigrator<'_> {
+    async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
+        let rows = self.0.fetch_all(query).await?;
+        rows.iter()
+            .map(|row| {
+                let version: i32 = row.try_get(0)?;
+                let name: String = row.try_get(1)?;
+                let applied_on: String = row.try_get(2)?;
+                let checksum: String = row.try_get(3)?;
+                let decode = |e: Box<dyn std::error::Error + Send + Sync>| {
+                    sqlx::Error::Decode(format!("{HISTORY_TABLE} row {version}: {e}").into())
+                };
+                let applied_on =
+                    OffsetDateTime::parse(&applied_on, &Rfc3339).map_err(|e| decode(e.into()))?;
+                let checksum = checksum.parse::<u64>().map_err(|e| decode(e.into()))?;
+                Ok(Migration::applied(version, name, applied_on, checksum))
+            })
+            .collect()
+    }
+}
+
+impl AsyncMigrate for SqlxMigrator<'_> {}

@@ -1,0 +1,536 @@
+//! Writes deliveries to PostgreSQL: a whole batch in one transaction, one set-based statement
+//! per table (rows passed as one JSON array and unpacked by `json_to_recordset`), so that a
+//! batch costs a handful of round trips and one commit however many events it holds.
+//!
+//! Idempotency (CONTRACT §5) is decided by the database itself: `ON CONFLICT … DO UPDATE …
+//! WHERE (old row) IS DISTINCT FROM (new row)` writes only what changes, and `RETURNING`
+//! says which rows were inserted or changed; the others are duplicates.
+//!
+//! Deadlocks between concurrent batches (and concurrent processes) are avoided by taking row
+//! locks in one global order: tables always in the same order, rows sorted by key.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+
+use crate::event::{CallRecord, CallStatusRecord, Reading, Record, SmsRecord, Warnings};
+use crate::payload::Decoded;
+
+/// One delivery to write: the decoded body and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub decoded: Decoded,
+    pub content_type: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What writing a delivery did (the `status` word of the answer, for the written ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+    Updated,
+    Test,
+    Archived,
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Updated => "updated",
+            Outcome::Test => "test",
+            Outcome::Archived => "archived",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Writes a batch in one transaction and says, for each delivery in order, what it did.
+/// Deliveries of the same key in one batch are applied in their order, as if they had come
+/// one after the other.
+pub async fn write_batch(
+    conn: &mut PgConnection,
+    batch: &[Delivery],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    upsert_raw(&mut tx, batch).await?;
+    let outcomes = write_records(
+        &mut tx,
+        batch.iter().map(|d| (&d.decoded.reading, d.received_at)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Writes the normalized rows of readings (not `raw_events`): the part `replay` re-derives.
+/// Runs inside the caller's transaction.
+pub async fn write_records<'a>(
+    conn: &mut PgConnection,
+    readings: impl Iterator<Item = (&'a Reading, DateTime<Utc>)>,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut outcomes = Vec::new();
+    let mut calls = Vec::new();
+    let mut sms = Vec::new();
+    let mut statuses = Vec::new();
+    for (i, (reading, at)) in readings.enumerate() {
+        outcomes.push(match reading {
+            Reading::Record(Record::Call(c)) => {
+                calls.push((i, c, at));
+                Outcome::Stored // decided below
+            }
+            Reading::Record(Record::Sms(s)) => {
+                sms.push((i, s, at));
+                Outcome::Stored
+            }
+            Reading::Record(Record::CallStatus(s)) => {
+                statuses.push((i, s, at));
+                Outcome::Stored
+            }
+            Reading::Test => Outcome::Test,
+            Reading::Unknown => Outcome::Archived,
+            Reading::Rejected(_) => Outcome::Rejected,
+        });
+    }
+
+    if !calls.is_empty() {
+        let tag_ids = ensure_tags(conn, calls.iter().flat_map(|(_, c, _)| &c.tags)).await?;
+        for round in rounds(&calls, |(_, c, _)| c.call_sid.as_str()) {
+            upsert_calls(conn, &round, &tag_ids, &mut outcomes).await?;
+        }
+    }
+    for round in rounds(&sms, |(_, s, _)| s.sms_key.as_str()) {
+        let rows: Vec<_> = round.iter().map(|(_, s, at)| SmsRow::new(s, *at)).collect();
+        let changed = upsert(conn, &UPSERT_SMS, &rows, |row| row.try_get::<String, _>(0)).await?;
+        for (i, s, _) in round {
+            outcomes[i] = decide(changed.get(&s.sms_key).copied());
+        }
+    }
+    for round in rounds(&statuses, |(_, s, _)| status_key(s)) {
+        let rows: Vec<_> = round
+            .iter()
+            .map(|(_, s, at)| StatusRow::new(s, *at))
+            .collect();
+        let changed = upsert(conn, &UPSERT_STATUS, &rows, |row| {
+            Ok(status_key_parts(
+                &row.try_get::<String, _>(0)?,
+                &row.try_get::<String, _>(1)?,
+                row.try_get::<DateTime<Utc>, _>(2)?,
+            ))
+        })
+        .await?;
+        for (i, s, _) in round {
+            outcomes[i] = decide(changed.get(&status_key(s)).copied());
+        }
+    }
+    Ok(outcomes)
+}
+
+/// `Some(true)`: inserted; `Some(false)`: changed; `None`: the row was already so.
+fn decide(changed: Option<bool>) -> Outcome {
+    match changed {
+        Some(true) => Outcome::Stored,
+        Some(false) => Outcome::Updated,
+        None => Outcome::Duplicate,
+    }
+}
+
+fn status_key(s: &CallStatusRecord) -> String {
+    status_key_parts(&s.call_sid, &s.status, s.occurred_at)
+}
+
+fn status_key_parts(call_sid: &str, status: &str, at: DateTime<Utc>) -> String {
+    format!("{call_sid}\u{1f}{status}\u{1f}{}", at.timestamp_micros())
+}
+
+/// Splits items into rounds in which each key appears once, keeping their order: a batch
+/// statement may not touch one row twice, and later deliveries must be applied after
+/// earlier ones. Each round is sorted by key (the lock order).
+fn rounds<'a, T: Clone, K: Ord + 'a>(items: &'a [T], key: impl Fn(&'a T) -> K) -> Vec<Vec<T>> {
+    let mut rounds: Vec<BTreeMap<K, T>> = Vec::new();
+    for item in items {
+        let k = key(item);
+        match rounds.iter_mut().find(|r| !r.contains_key(&k)) {
+            Some(round) => {
+                round.insert(k, item.clone());
+            }
+            None => rounds.push(BTreeMap::from([(k, item.clone())])),
+        }
+    }
+    rounds
+        .into_iter()
+        .map(|r| r.into_values().collect())
+        .collect()
+}
+
+/// Runs a set-based upsert and returns, for each row it inserted or changed, its key and
+/// whether it was inserted.
+async fn upsert<R: Serialize, K: std::hash::Hash + Eq>(
+    conn: &mut PgConnection,
+    sql: &str,
+    rows: &[R],
+    key: impl Fn(&sqlx::postgres::PgRow) -> Result<K, sqlx::Error>,
+) -> Result<HashMap<K, bool>, sqlx::Error> {
+    let rows = sqlx::query(sql)
+        .bind(sqlx::types::Json(rows))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((key(row)?, row.try_get::<bool, _>("inserted")?)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// raw_events
+
+#[derive(Serialize)]
+struct RawRow<'a> {
+    kind: &'static str,
+    sha256: String,
+    payload: Option<&'a Value>,
+    body: Option<&'a str>,
+    body_hex: Option<String>,
+    content_type: Option<&'a str>,
+    error: Option<String>,
+    first_at: DateTime<Utc>,
+    last_at: DateTime<Utc>,
+    deliveries: i32,
+}
+
+static UPSERT_RAW: &str = "
+    INSERT INTO raw_events AS r
+           (kind, body_sha256, payload, body, body_bytes, content_type, error,
+            received_at, last_received_at, deliveries)
+    SELECT kind, decode(sha256, 'hex'), payload, body, decode(body_hex, 'hex'), content_type,
+           error, first_at, last_at, deliveries
+      FROM json_to_recordset($1::json) AS x(
+           kind text, sha256 text, payload jsonb, body text, body_hex text, content_type text,
+           error text, first_at timestamptz, last_at timestamptz, deliveries integer)
+    ON CONFLICT (body_sha256) DO UPDATE
+       SET last_received_at = greatest(r.last_received_at, excluded.last_received_at),
+           received_at      = least(r.received_at, excluded.received_at),
+           deliveries       = r.deliveries + excluded.deliveries,
+           kind             = excluded.kind,
+           error            = excluded.error";
+
+/// Keeps every delivery in `raw_events`: identical bytes are one row whose count grows.
+async fn upsert_raw(conn: &mut PgConnection, batch: &[Delivery]) -> Result<(), sqlx::Error> {
+    let mut by_sha: BTreeMap<[u8; 32], RawRow> = BTreeMap::new();
+    for d in batch {
+        let dec = &d.decoded;
+        by_sha
+            .entry(dec.sha256)
+            .and_modify(|r| {
+                r.deliveries += 1;
+                r.first_at = r.first_at.min(d.received_at);
+                r.last_at = r.last_at.max(d.received_at);
+            })
+            .or_insert_with(|| RawRow {
+                kind: dec.kind().as_str(),
+                sha256: hex::encode(dec.sha256),
+                payload: dec.payload.as_ref(),
+                body: dec.body.as_deref(),
+                body_hex: dec.body_bytes.as_ref().map(hex::encode),
+                content_type: d.content_type.as_deref(),
+                error: dec.error(),
+                first_at: d.received_at,
+                last_at: d.received_at,
+                deliveries: 1,
+            });
+    }
+    let rows: Vec<RawRow> = by_sha.into_values().collect();
+    sqlx::query(UPSERT_RAW)
+        .bind(sqlx::types::Json(&rows))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// calls, tags, call_tags
+
+/// The columns of `calls` that come from the payload, with their types, in table order.
+const CALL_COLUMNS: &[(&str, &str)] = &[
+    ("call_type", "text"),
+    ("from_number", "text"),
+    ("to_number", "text"),
+    ("dial_code", "text"),
+    ("country_name", "text"),
+    ("status", "text"),
+    ("status_reason", "text"),
+    ("duration_seconds", "integer"),
+    ("ring_seconds", "integer"),
+    ("billed_minutes", "integer"),
+    ("call_charge", "numeric"),
+    ("logged_at", "timestamptz"),
+    ("started_at", "timestamptz"),
+    ("ended_at", "timestamptz"),
+    ("agent_email", "text"),
+    ("agent_name", "text"),
+    ("admin_email", "text"),
+    ("note", "text"),
+    ("recording_url", "text"),
+    ("answered_device", "text"),
+    ("hangup_by", "text"),
+    ("call_queue", "boolean"),
+    ("reason", "text"),
+    ("dispositions", "text[]"),
+    ("parse_warnings", "jsonb"),
+];
+
+const SMS_COLUMNS: &[(&str, &str)] = &[
+    ("sms_type", "text"),
+    ("from_number", "text"),
+    ("to_number", "text"),
+    ("status", "text"),
+    ("content", "text"),
+    ("logged_at", "timestamptz"),
+    ("sms_charge", "numeric"),
+    ("agent_email", "text"),
+    ("agent_name", "text"),
+    ("admin_email", "text"),
+    ("parse_warnings", "jsonb"),
+];
+
+const STATUS_COLUMNS: &[(&str, &str)] = &[
+    ("call_type", "text"),
+    ("from_number", "text"),
+    ("to_number", "text"),
+    ("agent_email", "text"),
+    ("agent_id", "text"),
+    ("dial_code", "text"),
+    ("parse_warnings", "jsonb"),
+];
+
+/// Builds the upsert of one table from its key and value columns. Only names from the
+/// constants above go into the text: values are always bound.
+fn upsert_sql(table: &str, key: &[(&str, &str)], values: &[(&str, &str)]) -> String {
+    let names = |cols: &[(&str, &str)], prefix: &str| {
+        cols.iter()
+            .map(|(n, _)| format!("{prefix}{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let all: Vec<(&str, &str)> = key.iter().chain(values).copied().collect();
+    let record_type = all
+        .iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {table} AS t ({all_names}, received_at, updated_at)
+         SELECT {all_names}, received_at, received_at
+           FROM json_to_recordset($1::json) AS x({record_type}, received_at timestamptz)
+         ON CONFLICT ({key_names}) DO UPDATE
+            SET ({value_names}, updated_at) = ({excluded_values}, excluded.updated_at)
+          WHERE ({old_values}) IS DISTINCT FROM ({excluded_values})
+         RETURNING {returned_keys}, (t.xmax = 0) AS inserted",
+        all_names = names(&all, ""),
+        key_names = names(key, ""),
+        value_names = names(values, ""),
+        excluded_values = names(values, "excluded."),
+        old_values = names(values, "t."),
+        returned_keys = names(key, "t."),
+    )
+}
+
+static UPSERT_CALLS: LazyLock<String> =
+    LazyLock::new(|| upsert_sql("calls", &[("call_sid", "text")], CALL_COLUMNS));
+static UPSERT_SMS: LazyLock<String> =
+    LazyLock::new(|| upsert_sql("sms", &[("sms_key", "text")], SMS_COLUMNS));
+static UPSERT_STATUS: LazyLock<String> = LazyLock::new(|| {
+    upsert_sql(
+        "call_status",
+        &[
+            ("call_sid", "text"),
+            ("status", "text"),
+            ("occurred_at", "timestamptz"),
+        ],
+        STATUS_COLUMNS,
+    )
+});
+
+fn warnings_json(w: &Warnings) -> Option<&Warnings> {
+    (!w.is_empty()).then_some(w)
+}
+
+#[derive(Serialize)]
+struct CallRow<'a> {
+    #[serde(flatten)]
+    record: &'a CallRecord,
+    parse_warnings: Option<&'a Warnings>,
+    received_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct SmsRow<'a> {
+    #[serde(flatten)]
+    record: &'a SmsRecord,
+    parse_warnings: Option<&'a Warnings>,
+    received_at: DateTime<Utc>,
+}
+
+impl<'a> SmsRow<'a> {
+    fn new(record: &'a SmsRecord, received_at: DateTime<Utc>) -> Self {
+        SmsRow {
+            record,
+            parse_warnings: warnings_json(&record.warnings),
+            received_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StatusRow<'a> {
+    #[serde(flatten)]
+    record: &'a CallStatusRecord,
+    parse_warnings: Option<&'a Warnings>,
+    received_at: DateTime<Utc>,
+}
+
+impl<'a> StatusRow<'a> {
+    fn new(record: &'a CallStatusRecord, received_at: DateTime<Utc>) -> Self {
+        StatusRow {
+            record,
+            parse_warnings: warnings_json(&record.warnings),
+            received_at,
+        }
+    }
+}
+
+/// Makes sure every tag name has a row and returns their ids. `DO NOTHING` rather than
+/// `DO UPDATE`: updating would lock the same few popular tag rows in every batch.
+async fn ensure_tags<'a>(
+    conn: &mut PgConnection,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<HashMap<String, i32>, sqlx::Error> {
+    let mut names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    names.sort_unstable();
+    names.dedup();
+    let rows = sqlx::query(
+        "WITH added AS (
+             INSERT INTO tags (name) SELECT n FROM unnest($1::text[]) AS n ORDER BY n
+             ON CONFLICT (name) DO NOTHING
+             RETURNING id, name)
+         SELECT id, name FROM added
+         UNION ALL
+         SELECT id, name FROM tags WHERE name = ANY($1::text[])",
+    )
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids: HashMap<String, i32> = rows
+        .iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("id")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    if ids.len() < names.len() {
+        // A tag another transaction committed after this statement's snapshot was taken:
+        // the insert saw it, the select did not. A new statement sees it.
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !ids.contains_key(*n))
+            .collect();
+        for r in sqlx::query("SELECT id, name FROM tags WHERE name = ANY($1::text[])")
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            ids.insert(r.try_get("name")?, r.try_get("id")?);
+        }
+    }
+    Ok(ids)
+}
+
+/// Makes `call_tags` of the given calls exactly the wanted ones, and says which calls'
+/// tags changed; those not already written by the upsert get `updated_at` moved.
+const SYNC_CALL_TAGS: &str = "
+    WITH batch AS (
+        SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS b(call_sid, at)),
+    wanted AS (
+        SELECT * FROM unnest($3::text[], $4::integer[]) AS w(call_sid, tag_id)),
+    current AS (
+        SELECT ct.call_sid, ct.tag_id FROM call_tags ct JOIN batch USING (call_sid)),
+    changed AS (
+        SELECT DISTINCT call_sid FROM (
+            (SELECT * FROM wanted EXCEPT SELECT * FROM current)
+            UNION ALL
+            (SELECT * FROM current EXCEPT SELECT * FROM wanted)) AS diff),
+    removed AS (
+        DELETE FROM call_tags ct USING changed ch
+         WHERE ct.call_sid = ch.call_sid
+           AND NOT EXISTS (SELECT 1 FROM wanted w
+                            WHERE w.call_sid = ct.call_sid AND w.tag_id = ct.tag_id)),
+    added AS (
+        INSERT INTO call_tags (call_sid, tag_id)
+        SELECT w.call_sid, w.tag_id FROM wanted w JOIN changed USING (call_sid)
+        ORDER BY 1, 2
+        ON CONFLICT DO NOTHING),
+    touched AS (
+        UPDATE calls c SET updated_at = b.at
+          FROM batch b
+         WHERE c.call_sid = b.call_sid
+           AND b.call_sid IN (SELECT call_sid FROM changed)
+           AND NOT (b.call_sid = ANY($5::text[])))
+    SELECT call_sid FROM changed";
+
+async fn upsert_calls(
+    conn: &mut PgConnection,
+    round: &[(usize, &CallRecord, DateTime<Utc>)],
+    tag_ids: &HashMap<String, i32>,
+    outcomes: &mut [Outcome],
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<CallRow> = round
+        .iter()
+        .map(|(_, c, at)| CallRow {
+            record: c,
+            parse_warnings: warnings_json(&c.warnings),
+            received_at: *at,
+        })
+        .collect();
+    let written = upsert(conn, &UPSERT_CALLS, &rows, |row| {
+        row.try_get::<String, _>(0)
+    })
+    .await?;
+
+    let sids: Vec<&str> = round.iter().map(|(_, c, _)| c.call_sid.as_str()).collect();
+    let ats: Vec<DateTime<Utc>> = round.iter().map(|(_, _, at)| *at).collect();
+    let (mut tag_sids, mut tag_idents) = (Vec::new(), Vec::new());
+    for (_, c, _) in round {
+        for name in &c.tags {
+            tag_sids.push(c.call_sid.as_str());
+            tag_idents.push(tag_ids[name]);
+        }
+    }
+    let written_sids: Vec<&str> = written.keys().map(String::as_str).collect();
+    let tags_changed: HashSet<String> = sqlx::query_scalar(SYNC_CALL_TAGS)
+        .bind(&sids)
+        .bind(&ats)
+        .bind(&tag_sids)
+        .bind(&tag_idents)
+        .bind(&written_sids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+
+    for (i, c, _) in round {
+        outcomes[*i] = match written.get(&c.call_sid) {
+            Some(&inserted) => decide(Some(inserted)),
+            None if tags_changed.contains(&c.call_sid) => Outcome::Updated,
+            None => Outcome::Duplicate,
+        };
+    }
+    Ok(())
+}
