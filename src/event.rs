@@ -125,6 +125,9 @@ pub struct CallStatusRecord {
 }
 
 /// A readable event of a kind that has its own table.
+// A call is larger than the others, but each event is moved only a few times on its way to
+// the database: boxing would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Call(CallRecord),
@@ -162,6 +165,7 @@ impl Record {
 }
 
 /// What reading a body gave, before anything was written.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reading {
     /// A call, SMS or status event to write to its table.

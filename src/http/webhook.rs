@@ -58,7 +58,7 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
     }
     let bytes = match read_body(req, body, state.max_body_bytes).await {
         Ok(b) => b,
-        Err(answer) => return answer,
+        Err(e) => return e.answer(state.max_body_bytes),
     };
     let content_type = req
         .headers()
@@ -138,19 +138,41 @@ fn settle(mut a: Answer, ack: Ack) -> Answer {
     }
 }
 
+/// Why a body was not read.
+enum BodyError {
+    TooLarge,
+    Unreadable(String),
+    TimedOut,
+}
+
+impl BodyError {
+    fn answer(self, limit: usize) -> Answer {
+        match self {
+            BodyError::TooLarge => Answer::rejected(
+                413,
+                format!("the body is larger than MAX_BODY_BYTES ({limit} bytes)"),
+            ),
+            BodyError::Unreadable(e) => {
+                Answer::rejected(400, format!("could not read the body: {e}"))
+            }
+            BodyError::TimedOut => Answer::rejected(
+                400,
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            ),
+        }
+    }
+}
+
 /// Reads the body up to `limit` bytes. A larger one (by its `Content-Length`, or once more
 /// than `limit` bytes have come) is refused without being kept.
 async fn read_body(
     req: &HttpRequest,
     mut body: web::Payload,
     limit: usize,
-) -> Result<BytesMut, Answer> {
-    let too_large = || {
-        Answer::rejected(
-            413,
-            format!("the body is larger than MAX_BODY_BYTES ({limit} bytes)"),
-        )
-    };
+) -> Result<BytesMut, BodyError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -158,16 +180,15 @@ async fn read_body(
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         drain(body).await;
-        return Err(too_large());
+        return Err(BodyError::TooLarge);
     }
     let read = async {
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit as u64) as usize);
         while let Some(chunk) = body.next().await {
-            let chunk = chunk
-                .map_err(|e| Answer::rejected(400, format!("could not read the body: {e}")))?;
+            let chunk = chunk.map_err(|e| BodyError::Unreadable(e.to_string()))?;
             if buf.len() + chunk.len() > limit {
                 drain(body).await;
-                return Err(too_large());
+                return Err(BodyError::TooLarge);
             }
             buf.extend_from_slice(&chunk);
         }
@@ -175,7 +196,7 @@ async fn read_body(
     };
     tokio::time::timeout(BODY_TIMEOUT, read)
         .await
-        .unwrap_or_else(|_| Err(Answer::rejected(400, "the body did not arrive within 30 s")))
+        .unwrap_or(Err(BodyError::TimedOut))
 }
 
 /// Reads and discards what is left of a body (bounded in size and time).

@@ -23,6 +23,9 @@ pub struct DbSettings {
 
 /// Parses a `postgres://` URL; the error names the setting, never the password.
 pub fn connect_options(url: &str, timeout: Duration) -> Result<PgConnectOptions, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("DATABASE_URL must start with postgres:// or postgresql://".into());
+    }
     let opts = PgConnectOptions::from_str(url)
         .map_err(|e| format!("DATABASE_URL is not a valid postgres:// URL: {e}"))?;
     Ok(opts

@@ -1,0 +1,201 @@
+//! Test harness: each test gets a database of its own and a real server on a free port.
+
+use std::sync::Once;
+
+use callhippo_ingest::config::ServeSettings;
+use callhippo_ingest::startup::Application;
+use serde_json::Value;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+pub const CALL: &str = include_str!("../fixtures/vendor_call.json");
+pub const SMS: &str = include_str!("../fixtures/vendor_sms.json");
+pub const STATUS: &str = include_str!("../fixtures/vendor_status.json");
+pub const NEWER_CALL: &str = include_str!("../fixtures/newer_call.json");
+
+/// The server PostgreSQL the tests use (they create and drop databases in it).
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `admin_url` with another database name.
+pub fn url_for(db: &str) -> String {
+    let base = admin_url();
+    let (head, tail) = match base.find('?') {
+        Some(i) => base.split_at(i),
+        None => (base.as_str(), ""),
+    };
+    let head = match head.rfind('/') {
+        Some(i) if i > "postgres://".len() => &head[..i],
+        _ => head,
+    };
+    format!("{head}/{db}{tail}")
+}
+
+/// A database that is dropped when the value is.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("chi_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("PostgreSQL for the tests (DATABASE_URL)");
+        admin
+            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .unwrap();
+        TestDb {
+            url: url_for(&name),
+            name,
+        }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async: a thread of its own with a small runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                        let _ = admin
+                            .execute(
+                                format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)
+                                    .as_str(),
+                            )
+                            .await;
+                    }
+                })
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+}
+
+fn init_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = callhippo_ingest::telemetry::init(
+                callhippo_ingest::config::LogFormat::Text,
+                "debug",
+            );
+        }
+    });
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the real server on a free port against a fresh database; `adjust` changes the
+/// settings first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeSettings)) -> TestApp {
+    init_logs();
+    let db = TestDb::new().await;
+    let mut settings = ServeSettings::new(&db.url);
+    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
+    settings.spool_dir = std::env::temp_dir().join(format!("chi-spool-{}", db.name));
+    adjust(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("the application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        pool: db.pool().await,
+        client: reqwest::Client::new(),
+        db,
+    }
+}
+
+impl TestApp {
+    pub fn webhook_url(&self) -> String {
+        format!("{}/webhooks/callhippo", self.address)
+    }
+
+    /// Posts a JSON body and returns the status code and the JSON answer.
+    pub async fn post(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.post_with(body, "application/json").await
+    }
+
+    pub async fn post_with(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.webhook_url())
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("an answer");
+        answer(resp).await
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// One row of a query, as JSON (so that tests compare whole rows with `json!`).
+    pub async fn row(&self, sql: &str) -> Value {
+        let wrapped = format!("SELECT to_jsonb(q) FROM ({sql}) q");
+        sqlx::query_scalar(&wrapped)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn rows(&self, sql: &str) -> Vec<Value> {
+        let wrapped = format!("SELECT to_jsonb(q) FROM ({sql}) q");
+        sqlx::query_scalar(&wrapped)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn answer(resp: reqwest::Response) -> (u16, Value) {
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not a JSON answer: {text:?}"));
+    (code, body)
+}
+
+/// A JSON text with one field set (or removed, with `Value::Null` and `remove`).
+pub fn with(base: &str, field: &str, value: Value) -> String {
+    let mut v: Value = serde_json::from_str(base).unwrap();
+    v[field] = value;
+    v.to_string()
+}
+
+pub fn without(base: &str, field: &str) -> String {
+    let mut v: Value = serde_json::from_str(base).unwrap();
+    v.as_object_mut().unwrap().remove(field);
+    v.to_string()
+}

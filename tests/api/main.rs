@@ -1,0 +1,9 @@
+//! Integration tests: the real server, through real HTTP, against real PostgreSQL.
+//! One binary; modules are named after what they exercise.
+
+mod cli;
+mod helpers;
+mod idempotency;
+mod schema;
+mod views;
+mod webhook;

@@ -1,0 +1,142 @@
+//! CONTRACT §6: the views, on a small known data set.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn call(
+    sid: &str,
+    agent: &str,
+    status: &str,
+    start: &str,
+    secs: &str,
+    billed: i64,
+    charge: &str,
+) -> String {
+    json!({
+        "activityType": "call", "callSid": sid, "callType": "Outgoing", "status": status,
+        "email": agent, "callerName": format!("Name of {agent}"), "startTime": start,
+        "time": start, "duration": secs, "billedMinutes": billed, "callCharge": charge,
+        "from": "+1", "to": "+2"
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn daily_and_agent_views_add_up() {
+    let app = spawn_app().await;
+    for body in [
+        call(
+            "c1",
+            "a@x.io",
+            "Completed",
+            "2025-06-23T10:00:00Z",
+            "01:00",
+            1,
+            "0.10",
+        ),
+        call(
+            "c2",
+            "a@x.io",
+            "No Answer",
+            "2025-06-23T23:30:00-02:00",
+            "00:00",
+            0,
+            "0",
+        ),
+        call(
+            "c3",
+            "a@x.io",
+            "Missed",
+            "2025-06-23T11:00:00Z",
+            "00:00",
+            0,
+            "0.015",
+        ),
+        call(
+            "c4",
+            "B@x.io",
+            "Completed",
+            "2025-06-24T01:00:00+05:30",
+            "02:30",
+            3,
+            "0.30",
+        ),
+    ] {
+        assert_eq!(app.post(body).await.0, 200);
+    }
+    let sms = json!({"activityType": "sms", "from": "+1", "to": "+2", "smsType": "Outgoing", "status": "Completed",
+                     "time": "2025-06-25T08:00:00Z", "smsCharge": "0.04", "email": "a@x.io", "smsSendBy": "Newest A", "content": "x"});
+    assert_eq!(app.post(sms.to_string()).await.0, 200);
+
+    let daily = app
+        .rows(
+            "SELECT day::text, status, calls, talk_seconds, billed_minutes, total_charge::text
+                 FROM call_daily_stats ORDER BY day, status",
+        )
+        .await;
+    assert_eq!(
+        daily,
+        vec![
+            json!({"day": "2025-06-23", "status": "completed", "calls": 1, "talk_seconds": 60, "billed_minutes": 1, "total_charge": "0.10"}),
+            json!({"day": "2025-06-23", "status": "completed", "calls": 1, "talk_seconds": 150, "billed_minutes": 3, "total_charge": "0.30"}),
+            json!({"day": "2025-06-23", "status": "missed", "calls": 1, "talk_seconds": 0, "billed_minutes": 0, "total_charge": "0.015"}),
+            json!({"day": "2025-06-24", "status": "no_answer", "calls": 1, "talk_seconds": 0, "billed_minutes": 0, "total_charge": "0"}),
+        ]
+        .into_iter()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(Vec::new(), |mut acc, v| {
+            // c4 started 2025-06-23T19:30Z: same UTC day and status as c1, so one row.
+            if v["day"] == "2025-06-23" && v["status"] == "completed" && !acc.is_empty() {
+                let prev: &mut serde_json::Value = acc.last_mut().unwrap();
+                *prev = json!({"day": "2025-06-23", "status": "completed", "calls": 2, "talk_seconds": 210, "billed_minutes": 4, "total_charge": "0.40"});
+            } else {
+                acc.push(v);
+            }
+            acc
+        })
+    );
+
+    let agents = app
+        .rows(
+            "SELECT day::text, agent_email, calls, completed, missed, talk_seconds, billed_minutes
+                 FROM agent_daily_stats ORDER BY day, agent_email",
+        )
+        .await;
+    assert_eq!(
+        agents,
+        vec![
+            json!({"day": "2025-06-23", "agent_email": "a@x.io", "calls": 2, "completed": 1, "missed": 1, "talk_seconds": 60, "billed_minutes": 1}),
+            json!({"day": "2025-06-23", "agent_email": "b@x.io", "calls": 1, "completed": 1, "missed": 0, "talk_seconds": 150, "billed_minutes": 3}),
+            json!({"day": "2025-06-24", "agent_email": "a@x.io", "calls": 1, "completed": 0, "missed": 1, "talk_seconds": 0, "billed_minutes": 0}),
+        ]
+    );
+
+    let sms_daily = app
+        .rows(
+            "SELECT day::text, sms_type, status, messages, total_charge::text FROM sms_daily_stats",
+        )
+        .await;
+    assert_eq!(
+        sms_daily,
+        vec![
+            json!({"day": "2025-06-25", "sms_type": "outgoing", "status": "completed", "messages": 1, "total_charge": "0.04"})
+        ]
+    );
+
+    let who = app
+        .rows(
+            "SELECT agent_email, agent_name, first_activity = '2025-06-23T10:00:00Z' AS first_ok,
+                      last_activity = '2025-06-25T08:00:00Z' AS last_ok, calls, sms
+                 FROM agents ORDER BY agent_email",
+        )
+        .await;
+    assert_eq!(
+        who,
+        vec![
+            json!({"agent_email": "a@x.io", "agent_name": "Newest A", "first_ok": true, "last_ok": true, "calls": 3, "sms": 1}),
+            json!({"agent_email": "b@x.io", "agent_name": "Name of B@x.io", "first_ok": false, "last_ok": false, "calls": 1, "sms": 0}),
+        ]
+    );
+}

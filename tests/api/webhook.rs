@@ -1,0 +1,490 @@
+//! `POST /webhooks/callhippo` and the rows each kind of payload makes.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn vendor_call_sample_is_stored_field_by_field() {
+    let app = spawn_app().await;
+    let (code, body) = app.post(CALL).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "stored", "kind": "call", "key": "CA5fcabcd366fac3fe8c00c111f135e123"})
+    );
+
+    let row = app
+        .row("SELECT call_sid, call_type, from_number, to_number, dial_code, country_name, status,
+                     status_reason, duration_seconds, ring_seconds, billed_minutes,
+                     call_charge::text AS call_charge, logged_at = '2020-05-12T00:53:57.688Z' AS logged_ok,
+                     started_at = '2020-05-12T00:53:57.688Z' AS started_ok,
+                     ended_at = '2020-05-12T01:01:05.688Z' AS ended_ok, agent_email, agent_name,
+                     admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason,
+                     dispositions, parse_warnings, received_at = updated_at AS fresh
+                FROM calls")
+        .await;
+    assert_eq!(
+        row,
+        json!({
+            "call_sid": "CA5fcabcd366fac3fe8c00c111f135e123", "call_type": "outgoing",
+            "from_number": "+9323243432", "to_number": "+41232132131", "dial_code": "41",
+            "country_name": "United Stated", "status": "completed", "status_reason": null,
+            "duration_seconds": 490, "ring_seconds": 2, "billed_minutes": 9, "call_charge": "0.040",
+            "logged_ok": true, "started_ok": true, "ended_ok": true,
+            "agent_email": "test@example.com", "agent_name": "Demo User",
+            "admin_email": "admin@example.com", "note": "Call notes goes here",
+            "recording_url": "https://recording.XXX.mp3", "answered_device": "web",
+            "hangup_by": "agent", "call_queue": false, "reason": "User not available",
+            "dispositions": null, "parse_warnings": null, "fresh": true
+        })
+    );
+    let tags = app
+        .rows("SELECT t.name FROM call_tags ct JOIN tags t ON t.id = ct.tag_id ORDER BY 1")
+        .await;
+    assert_eq!(tags, vec![json!({"name": "Tag1"}), json!({"name": "Tag2"})]);
+    let raw = app
+        .row("SELECT kind, deliveries, error, body, payload->>'callSid' AS sid FROM raw_events")
+        .await;
+    assert_eq!(
+        raw,
+        json!({"kind": "call", "deliveries": 1, "error": null, "body": null, "sid": "CA5fcabcd366fac3fe8c00c111f135e123"})
+    );
+}
+
+#[tokio::test]
+async fn newer_payload_shape_is_stored() {
+    let app = spawn_app().await;
+    let (code, body) = app.post(NEWER_CALL).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("stored")),
+        "{body}"
+    );
+    let row = app
+        .row(
+            "SELECT from_number, to_number, dial_code, status, status_reason, duration_seconds,
+                     ring_seconds, billed_minutes, call_charge::text AS charge, agent_email,
+                     admin_email, answered_device, hangup_by, call_queue, reason, note,
+                     recording_url, dispositions, tags
+                FROM call_history",
+        )
+        .await;
+    assert_eq!(
+        row,
+        json!({
+            "from_number": "+14155550100", "to_number": "+442071838750", "dial_code": "44",
+            "status": "no_answer", "status_reason": "Agent did not pick up", "duration_seconds": 0,
+            "ring_seconds": 31, "billed_minutes": 0, "charge": "0.0",
+            "agent_email": "agent.one@example.com", "admin_email": "owner@example.com",
+            "answered_device": "android", "hangup_by": "client", "call_queue": true,
+            "reason": null, "note": null, "recording_url": null,
+            "dispositions": ["Callback requested"], "tags": ["Follow-up", "VIP"]
+        })
+    );
+    // A field the table has no column for stays in the raw payload.
+    let raw = app
+        .row("SELECT payload->'someNewField' AS f FROM raw_events")
+        .await;
+    assert_eq!(raw, json!({"f": {"x": 1}}));
+}
+
+#[tokio::test]
+async fn vendor_sms_and_status_samples_are_stored() {
+    let app = spawn_app().await;
+    assert_eq!(app.post(SMS).await.1["status"], "stored");
+    assert_eq!(app.post(STATUS).await.1["status"], "stored");
+    let sms = app
+        .row(
+            "SELECT sms_type, from_number, to_number, status, content, sms_charge::text AS charge,
+                     agent_email, agent_name, admin_email, length(sms_key) AS key_len,
+                     logged_at = '2020-05-12T00:53:57.688Z' AS logged_ok
+                FROM sms",
+        )
+        .await;
+    assert_eq!(
+        sms,
+        json!({"sms_type": "outgoing", "from_number": "+9323243432", "to_number": "+41232132131",
+               "status": "completed", "content": "SMS text goes here", "charge": "0.040",
+               "agent_email": "test@example.com", "agent_name": "Demo User",
+               "admin_email": "admin@example.com", "key_len": 64, "logged_ok": true})
+    );
+    let status = app
+        .row(
+            "SELECT call_sid, status, occurred_at = '2024-03-28T10:05:50Z' AS at_ok, call_type,
+                     from_number, to_number, agent_email, agent_id, dial_code, parse_warnings
+                FROM call_status",
+        )
+        .await;
+    assert_eq!(
+        status,
+        json!({"call_sid": "8956bxxxxxxxxx-xxxxxx-xxxxxx02428", "status": "completed", "at_ok": true,
+               "call_type": "outgoing", "from_number": "+17xxxxxxxx6", "to_number": "+13xxxxxxxx0",
+               "agent_email": "test@example.com", "agent_id": "610xxxxxxxxxxxxxxxxxx8f3",
+               "dial_code": "1", "parse_warnings": null})
+    );
+}
+
+#[tokio::test]
+async fn unreadable_fields_are_warnings_and_the_row_is_kept() {
+    let app = spawn_app().await;
+    let body = with(
+        &with(CALL, "callCharge", json!("N/A")),
+        "startTime",
+        json!("soon"),
+    );
+    let (code, answer) = app.post(body).await;
+    assert_eq!(code, 200);
+    assert_eq!(answer["status"], "stored");
+    assert_eq!(
+        answer["warnings"],
+        json!({"callCharge": "not a decimal number: \"N/A\"", "startTime": "not a time: \"soon\""})
+    );
+    let row = app
+        .row("SELECT call_charge, started_at, parse_warnings, duration_seconds FROM calls")
+        .await;
+    assert_eq!(
+        row,
+        json!({"call_charge": null, "started_at": null, "duration_seconds": 490,
+               "parse_warnings": {"callCharge": "not a decimal number: \"N/A\"", "startTime": "not a time: \"soon\""}})
+    );
+}
+
+#[tokio::test]
+async fn missing_keys_are_422_naming_the_field_and_kept_raw() {
+    let app = spawn_app().await;
+    for (body, field) in [
+        (without(CALL, "callSid"), "callSid"),
+        (with(CALL, "callSid", json!("   ")), "callSid"),
+        (without(SMS, "from"), "from"),
+        (without(SMS, "to"), "to"),
+        (with(SMS, "time", json!("not a time")), "time"),
+        (without(STATUS, "status"), "status"),
+        (without(STATUS, "dateTime"), "dateTime"),
+        (with(STATUS, "callSid", json!("")), "callSid"),
+    ] {
+        let (code, answer) = app.post(body.clone()).await;
+        assert_eq!(code, 422, "{body}: {answer}");
+        assert_eq!(answer["status"], "rejected");
+        assert_eq!(answer["field"], field);
+        assert!(
+            answer["error"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        app.count("raw_events WHERE error IS NOT NULL AND payload IS NOT NULL")
+            .await,
+        8
+    );
+    assert_eq!(
+        app.count("calls").await + app.count("sms").await + app.count("call_status").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_objects_are_400_and_kept() {
+    let app = spawn_app().await;
+    for body in ["not json at all", "[1,2,3]", "{\"unterminated\": ", ""] {
+        let (code, answer) = app.post(body).await;
+        assert_eq!(code, 400, "{body:?}: {answer}");
+        assert_eq!(answer["status"], "rejected");
+    }
+    let raw = app.rows("SELECT kind, body, payload, error IS NOT NULL AS has_error FROM raw_events ORDER BY id").await;
+    assert_eq!(raw.len(), 4);
+    assert_eq!(
+        raw[0],
+        json!({"kind": "invalid", "body": "not json at all", "payload": null, "has_error": true})
+    );
+    assert_eq!(raw[1]["payload"], json!([1, 2, 3]));
+}
+
+#[tokio::test]
+async fn nul_characters_and_invalid_utf8_are_kept_not_crashed_on() {
+    let app = spawn_app().await;
+    let body = with(CALL, "note", json!("before\u{0}after"));
+    let (code, answer) = app.post(body.clone()).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("stored")),
+        "{answer}"
+    );
+    assert_eq!(
+        app.row("SELECT note FROM calls").await,
+        json!({"note": "beforeafter"})
+    );
+    let raw = app
+        .row("SELECT body, payload->>'note' AS note FROM raw_events")
+        .await;
+    assert_eq!(raw, json!({"body": body, "note": "beforeafter"}));
+
+    let bytes: &'static [u8] = b"{\"activityType\":\"call\",\"callSid\":\"\xff\xfe\"}\x00";
+    let (code, answer) = app.post(bytes).await;
+    assert_eq!(code, 400, "{answer}");
+    let kept: Vec<u8> =
+        sqlx::query_scalar("SELECT body_bytes FROM raw_events WHERE kind = 'invalid'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, bytes);
+}
+
+#[tokio::test]
+async fn connection_test_and_unknown_kinds_are_kept_raw_only() {
+    let app = spawn_app().await;
+    let (code, answer) = app.post(with(CALL, "to", json!("+11111111111"))).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("test")),
+        "{answer}"
+    );
+    let (code, answer) = app.post(r#"{"toNumber":"+11111111111"}"#).await;
+    assert_eq!((code, answer["status"].as_str()), (200, Some("test")));
+    let (code, answer) = app
+        .post(r#"{"event":"call_notify","agentEmail":"a@b.c"}"#)
+        .await;
+    assert_eq!((code, answer["status"].as_str()), (202, Some("archived")));
+    let (code, _) = app
+        .post(with(CALL, "activityType", json!("voicemail")))
+        .await;
+    assert_eq!(code, 202);
+    assert_eq!(app.count("calls").await, 0);
+    let kinds = app.rows("SELECT kind FROM raw_events ORDER BY id").await;
+    assert_eq!(
+        kinds,
+        vec![
+            json!({"kind": "test"}),
+            json!({"kind": "test"}),
+            json!({"kind": "unknown"}),
+            json!({"kind": "unknown"})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn form_bodies_bom_and_any_content_type() {
+    let app = spawn_app().await;
+    let form = "activityType=sms&from=%2B15550001&to=%2B15550002&time=2025-06-23T13%3A13%3A50Z&content=hi+there";
+    let (code, answer) = app
+        .post_with(form, "application/x-www-form-urlencoded")
+        .await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("stored")),
+        "{answer}"
+    );
+    assert_eq!(
+        app.row("SELECT content, from_number FROM sms").await,
+        json!({"content": "hi there", "from_number": "+15550001"})
+    );
+    assert_eq!(
+        app.row("SELECT body FROM raw_events").await,
+        json!({"body": form})
+    );
+
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(CALL.as_bytes());
+    let (code, answer) = app.post_with(bom, "text/plain").await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("stored")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn token_is_required_when_set() {
+    let app = spawn_app_with(|s| s.webhook_token = Some("s3cret".into())).await;
+    let url = app.webhook_url();
+    let c = &app.client;
+    let (code, a) = answer(c.post(&url).body(CALL).send().await.unwrap()).await;
+    assert_eq!((code, a["status"].as_str()), (401, Some("rejected")));
+    let (code, _) = answer(
+        c.post(format!("{url}?token=wrong"))
+            .body(CALL)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 401);
+    let (code, _) = answer(
+        c.post(&url)
+            .bearer_auth("s3cre")
+            .body(CALL)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 401);
+    assert_eq!(
+        app.count("raw_events").await,
+        0,
+        "nothing stored without the token"
+    );
+
+    let (code, _) = answer(
+        c.post(format!("{url}?token=s3cret"))
+            .body(CALL)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, a) = answer(
+        c.post(&url)
+            .bearer_auth("s3cret")
+            .body(SMS)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{a}");
+    // The vendor's URL check needs no token.
+    let (code, _) = answer(c.get(&url).send().await.unwrap()).await;
+    assert_eq!(code, 200);
+    let resp = c.head(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn body_limit_method_and_unknown_paths() {
+    let app = spawn_app_with(|s| s.max_body_bytes = 1024).await;
+    let big = format!(
+        r#"{{"activityType":"call","callSid":"x","note":"{}"}}"#,
+        "a".repeat(5000)
+    );
+    let (code, answer) = app.post(big.clone()).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (413, Some("rejected")),
+        "{answer}"
+    );
+    // Without Content-Length (chunked): refused once the limit is passed.
+    let stream = futures_util::stream::iter(
+        big.into_bytes()
+            .chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let resp = app
+        .client
+        .post(app.webhook_url())
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(app.count("raw_events").await, 0);
+
+    let resp = app
+        .client
+        .put(app.webhook_url())
+        .body(CALL)
+        .send()
+        .await
+        .unwrap();
+    let (code, answer) = crate::helpers::answer(resp).await;
+    assert_eq!((code, answer["status"].as_str()), (405, Some("rejected")));
+    let resp = app
+        .client
+        .get(format!("{}/nope", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(app.count("raw_events").await, 0);
+}
+
+#[tokio::test]
+async fn status_events_before_and_after_the_call_log() {
+    let app = spawn_app().await;
+    let sid = "CA-order-1";
+    let status = |s: &str, at: &str| {
+        json!({"callSid": sid, "status": s, "dateTime": at, "agentId": "a1", "fromNumber": "+1", "toNumber": "+2"}).to_string()
+    };
+    // Ringing and answered arrive before the log, completed after it, and out of order.
+    assert_eq!(
+        app.post(status("answered", "2025-06-23T13:13:25Z")).await.0,
+        200
+    );
+    assert_eq!(
+        app.post(status("ringing", "2025-06-23T13:13:19Z")).await.0,
+        200
+    );
+    assert_eq!(
+        app.row(&format!(
+            "SELECT count(*) AS n FROM call_history WHERE call_sid = '{sid}'"
+        ))
+        .await,
+        json!({"n": 0})
+    );
+    assert_eq!(app.post(with(CALL, "callSid", json!(sid))).await.0, 200);
+    assert_eq!(
+        app.row("SELECT last_status FROM call_history").await,
+        json!({"last_status": "answered"})
+    );
+    assert_eq!(
+        app.post(status("completed", "2025-06-23T13:13:50Z"))
+            .await
+            .0,
+        200
+    );
+    // A late, older event does not become the last status.
+    assert_eq!(
+        app.post(status("initiated", "2025-06-23T13:13:00Z"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        app.row("SELECT last_status FROM call_history").await,
+        json!({"last_status": "completed"})
+    );
+    assert_eq!(app.count("call_status").await, 4);
+}
+
+#[tokio::test]
+async fn probes_answer() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (code, body) = answer(
+        app.client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_schema_is_not_current() {
+    let app = spawn_app().await;
+    sqlx::query("DELETE FROM refinery_schema_history WHERE version = 2")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (code, body) = answer(
+        app.client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["expected_schema_version"], 2);
+}
