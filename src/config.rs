@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve HTTP until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending migrations and exit.
     Migrate,
     /// Re-derive calls, sms, call_status, tags and call_tags from raw_events.
@@ -62,12 +62,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOL_DIR", default_value = "spool")]
     pub spool_dir: PathBuf,
 
+    /// The most the spool may hold, in bytes; past it the answer is 503.
+    #[arg(long, env = "SPOOL_MAX_BYTES", default_value = "1073741824")]
+    pub spool_max_bytes: String,
+
     /// Database connections in the pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value = "8")]
     pub db_pool_size: String,
 
     /// Longest wait for a database connection or statement, in milliseconds.
-    #[arg(long, env = "DB_TIMEOUT_MS", default_value = "5000")]
+    #[arg(long, env = "DB_TIMEOUT_MS", default_value = "3000")]
     pub db_timeout_ms: String,
 
     /// Most events written in one transaction.
@@ -96,6 +100,7 @@ pub struct ServeSettings {
     pub webhook_token: Option<String>,
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
     pub batch: BatchSettings,
 }
 
@@ -106,12 +111,13 @@ impl ServeSettings {
             db: DbSettings {
                 url: database_url.to_owned(),
                 pool_size: 8,
-                timeout: Duration::from_secs(5),
+                timeout: Duration::from_secs(3),
             },
             listen_addr: "0.0.0.0:8080".parse().expect("a valid address"),
             webhook_token: None,
             max_body_bytes: 262_144,
             spool_dir: PathBuf::from("spool"),
+            spool_max_bytes: 1 << 30,
             batch: BatchSettings::default(),
         }
     }
@@ -181,6 +187,7 @@ impl ServeArgs {
         s.webhook_token = webhook_token;
         s.max_body_bytes = positive("MAX_BODY_BYTES", &self.max_body_bytes, 64 << 20)? as usize;
         s.spool_dir = self.spool_dir.clone();
+        s.spool_max_bytes = positive("SPOOL_MAX_BYTES", &self.spool_max_bytes, u64::MAX)?;
         s.db.pool_size = positive("DB_POOL_SIZE", &self.db_pool_size, 1000)? as u32;
         s.db.timeout =
             Duration::from_millis(positive("DB_TIMEOUT_MS", &self.db_timeout_ms, 3_600_000)?);

@@ -1,11 +1,16 @@
 //! Groups the events of concurrent requests into batches, one transaction each, and answers
-//! every request once its batch has committed.
+//! every request once its batch has committed; while the database is unreachable, events go
+//! to the spool instead and a drainer writes them once it answers again.
 //!
 //! A few workers share one queue. A worker takes the first waiting event, then whatever else
 //! is already waiting (up to `batch_max`), and writes them together: at low load an event is
 //! written alone and at once; under load, batches grow by themselves while the previous
 //! commit is in flight. There is no timer to wait for.
+//!
+//! Order: while the spool holds anything, new events go to the spool too, behind the older
+//! ones, so that a redelivery is never overwritten by the older version it replaced.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +18,8 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
 
+use crate::payload;
+use crate::spool::{Spool, SpoolError, SpooledEvent};
 use crate::store::{self, Delivery, Outcome};
 
 /// What became of a submitted delivery.
@@ -23,7 +30,9 @@ pub enum Ack {
     /// The database refused this one event for a reason of its own (a bug of ours, most
     /// likely); `raw_events` keeps it with the error.
     Refused(String),
-    /// The database cannot be reached now; nothing was written.
+    /// The database is unreachable; the event is fsynced in the spool.
+    Queued,
+    /// The database is unreachable and the spool could not take the event.
     Unavailable(String),
 }
 
@@ -33,6 +42,8 @@ pub struct BatchSettings {
     pub batch_max: usize,
     /// Transactions in flight at once.
     pub workers: usize,
+    /// The longest a batch may take before the database counts as unreachable.
+    pub write_timeout: Duration,
 }
 
 impl Default for BatchSettings {
@@ -40,6 +51,7 @@ impl Default for BatchSettings {
         BatchSettings {
             batch_max: 256,
             workers: 3,
+            write_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -54,40 +66,115 @@ struct Job {
 #[derive(Clone)]
 pub struct Ingestor {
     queue: mpsc::Sender<Job>,
+    spool: Option<Spool>,
+    schema_ready: Arc<AtomicBool>,
 }
 
-/// The running workers; `join` waits until they have written everything queued.
-pub struct Workers(JoinSet<()>);
+/// The running workers and drainer.
+pub struct Workers {
+    writers: JoinSet<()>,
+    drainer: Option<tokio::task::JoinHandle<()>>,
+}
 
 impl Workers {
+    /// Waits until the writers have written everything queued, then stops the drainer
+    /// (what it has not written stays safe in the spool for the next start).
     pub async fn join(mut self) {
-        while self.0.join_next().await.is_some() {}
+        while self.writers.join_next().await.is_some() {}
+        if let Some(d) = self.drainer.take() {
+            d.abort();
+            let _ = d.await;
+        }
     }
 }
 
 impl Ingestor {
-    pub fn start(pool: PgPool, settings: BatchSettings) -> (Ingestor, Workers) {
-        let (tx, rx) = mpsc::channel::<Job>(settings.batch_max * settings.workers.max(1) * 4);
+    /// Starts the writers (and the drainer, with a spool). Until `schema_ready` is set,
+    /// nothing is written: events go to the spool (or are answered unavailable without one).
+    pub fn start(
+        pool: PgPool,
+        settings: BatchSettings,
+        spool: Option<Spool>,
+        schema_ready: Arc<AtomicBool>,
+    ) -> (Ingestor, Workers) {
+        let workers = settings.workers.max(1);
+        let batch_max = settings.batch_max.max(1);
+        let (tx, rx) = mpsc::channel::<Job>(batch_max * workers * 4);
         let rx = Arc::new(Mutex::new(rx));
-        let mut set = JoinSet::new();
-        for _ in 0..settings.workers.max(1) {
-            set.spawn(worker(pool.clone(), rx.clone(), settings.batch_max.max(1)));
+        let mut writers = JoinSet::new();
+        for _ in 0..workers {
+            writers.spawn(worker(
+                pool.clone(),
+                rx.clone(),
+                batch_max,
+                settings.write_timeout,
+            ));
         }
-        (Ingestor { queue: tx }, Workers(set))
+        let drainer = spool.clone().map(|s| {
+            tokio::spawn(drain(
+                pool,
+                s,
+                batch_max,
+                settings.write_timeout,
+                schema_ready.clone(),
+            ))
+        });
+        let ingestor = Ingestor {
+            queue: tx,
+            spool,
+            schema_ready,
+        };
+        (ingestor, Workers { writers, drainer })
     }
 
     pub async fn submit(&self, delivery: Delivery) -> Ack {
-        let (reply, answer) = oneshot::channel();
-        if self.queue.send(Job { delivery, reply }).await.is_err() {
-            return Ack::Unavailable("the service is shutting down".into());
+        let ready = self.schema_ready.load(Ordering::Acquire);
+        if let Some(spool) = self.spool.as_ref().filter(|s| !ready || !s.is_empty()) {
+            return to_spool(spool, &delivery).await;
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Ack::Unavailable("the writer stopped".into()))
+        if !ready {
+            return Ack::Unavailable("the database schema is not migrated yet".into());
+        }
+        let (reply, answer) = oneshot::channel();
+        let keep = self.spool.as_ref().map(|_| delivery.clone());
+        let ack = match self.queue.send(Job { delivery, reply }).await {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Ack::Unavailable("the writer stopped".into())),
+            Err(_) => Ack::Unavailable("the service is shutting down".into()),
+        };
+        match (ack, &self.spool, keep) {
+            (Ack::Unavailable(why), Some(spool), Some(delivery)) => {
+                tracing::warn!(error = %why, "database unavailable: spooling");
+                to_spool(spool, &delivery).await
+            }
+            (ack, _, _) => ack,
+        }
     }
 }
 
-async fn worker(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_max: usize) {
+async fn to_spool(spool: &Spool, delivery: &Delivery) -> Ack {
+    let event = SpooledEvent {
+        received_at: delivery.received_at,
+        content_type: delivery.content_type.clone(),
+        body: delivery.body.to_vec(),
+    };
+    match spool.append(&event).await {
+        Ok(()) => Ack::Queued,
+        Err(e @ SpoolError::Full(_)) => Ack::Unavailable(e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, dir = %spool.dir().display(), "cannot spool an event");
+            Ack::Unavailable(e.to_string())
+        }
+    }
+}
+
+async fn worker(
+    pool: PgPool,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    batch_max: usize,
+    timeout: Duration,
+) {
     let mut jobs = Vec::with_capacity(batch_max);
     loop {
         {
@@ -98,7 +185,7 @@ async fn worker(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_max:
         }
         let (deliveries, replies): (Vec<Delivery>, Vec<oneshot::Sender<Ack>>) =
             jobs.drain(..).map(|j| (j.delivery, j.reply)).unzip();
-        let acks = write(&pool, &deliveries).await;
+        let acks = write(&pool, &deliveries, timeout).await;
         for (reply, ack) in replies.into_iter().zip(acks) {
             let _ = reply.send(ack); // the client may have gone: the event is written anyway
         }
@@ -107,9 +194,9 @@ async fn worker(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_max:
 
 /// Writes a batch, retrying conflicts with concurrent writers; when the batch fails for a
 /// reason of the data, writes its events one by one so that one bad event fails alone.
-pub async fn write(pool: &PgPool, batch: &[Delivery]) -> Vec<Ack> {
+pub async fn write(pool: &PgPool, batch: &[Delivery], timeout: Duration) -> Vec<Ack> {
     let started = Instant::now();
-    let result = write_retrying(pool, batch).await;
+    let result = write_retrying(pool, batch, timeout).await;
     tracing::debug!(
         size = batch.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -128,25 +215,34 @@ pub async fn write(pool: &PgPool, batch: &[Delivery]) -> Vec<Ack> {
             tracing::warn!(error = %e, size = batch.len(), "batch failed; writing its events one by one");
             let mut acks = Vec::with_capacity(batch.len());
             for d in batch {
-                acks.extend(Box::pin(write(pool, std::slice::from_ref(d))).await);
+                acks.extend(Box::pin(write(pool, std::slice::from_ref(d), timeout)).await);
             }
             acks
         }
         Err(e) => {
             tracing::error!(error = %e, "the database refused an event; keeping it in raw_events");
-            vec![refuse(pool, &batch[0], &e).await]
+            vec![refuse(pool, &batch[0], &e, timeout).await]
         }
     }
 }
 
-async fn write_retrying(pool: &PgPool, batch: &[Delivery]) -> Result<Vec<Outcome>, sqlx::Error> {
+async fn write_retrying(
+    pool: &PgPool,
+    batch: &[Delivery],
+    timeout: Duration,
+) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut attempt = 0;
     loop {
-        let result = async {
+        let attempt_write = async {
             let mut conn = pool.acquire().await?;
             store::write_batch(&mut conn, batch).await
-        }
-        .await;
+        };
+        // statement_timeout does not help against a database that does not answer at all
+        // (a hung host, a cut network): the client gives up too. If the commit did happen,
+        // the spooled copy will be a duplicate.
+        let result = tokio::time::timeout(timeout, attempt_write)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut));
         match result {
             Err(e) if store::is_conflict(&e) && attempt < 5 => {
                 attempt += 1;
@@ -159,7 +255,7 @@ async fn write_retrying(pool: &PgPool, batch: &[Delivery]) -> Result<Vec<Outcome
 }
 
 /// Keeps an event the database would not take in `raw_events`, with the error.
-async fn refuse(pool: &PgPool, delivery: &Delivery, e: &sqlx::Error) -> Ack {
+async fn refuse(pool: &PgPool, delivery: &Delivery, e: &sqlx::Error, timeout: Duration) -> Ack {
     let message = format!("the event could not be stored: {e}");
     let mut kept = delivery.clone();
     kept.decoded.reading = crate::event::Reading::Rejected(crate::event::Rejection {
@@ -167,12 +263,87 @@ async fn refuse(pool: &PgPool, delivery: &Delivery, e: &sqlx::Error) -> Ack {
         field: None,
         message: message.clone(),
     });
-    match write_retrying(pool, std::slice::from_ref(&kept)).await {
+    match write_retrying(pool, std::slice::from_ref(&kept), timeout).await {
         Ok(_) => Ack::Refused(message),
         Err(e2) if store::is_unavailable(&e2) => Ack::Unavailable(e2.to_string()),
         Err(e2) => {
             tracing::error!(error = %e2, "could not keep the refused event in raw_events either");
             Ack::Refused(message)
+        }
+    }
+}
+
+/// Writes spooled events to the database, oldest first, as soon as it answers; backs off
+/// while it does not.
+async fn drain(
+    pool: PgPool,
+    spool: Spool,
+    batch_max: usize,
+    timeout: Duration,
+    schema_ready: Arc<AtomicBool>,
+) {
+    const IDLE: Duration = Duration::from_millis(100);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if spool.is_empty() || !schema_ready.load(Ordering::Acquire) {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
+        let segments = match spool.closed_segments().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "spool: cannot list segments");
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+        };
+        for segment in segments {
+            let events = match spool.read_segment(&segment) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, segment = %segment.display(), "spool: cannot read a segment");
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                    break;
+                }
+            };
+            for chunk in events.chunks(batch_max) {
+                let deliveries: Vec<Delivery> = chunk
+                    .iter()
+                    .map(|(_, e)| Delivery {
+                        decoded: payload::decode(&e.body, e.content_type.as_deref()),
+                        body: bytes::Bytes::from(e.body.clone()),
+                        content_type: e.content_type.clone(),
+                        received_at: e.received_at,
+                    })
+                    .collect();
+                loop {
+                    let acks = write(&pool, &deliveries, timeout).await;
+                    match acks.iter().find_map(|a| match a {
+                        Ack::Unavailable(why) => Some(why.clone()),
+                        _ => None,
+                    }) {
+                        None => break,
+                        Some(why) => {
+                            tracing::warn!(error = %why, waiting = spool.depth().events, retry_in_ms = backoff.as_millis() as u64,
+                                "spool: database still unavailable");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                }
+                backoff = Duration::from_millis(250);
+                let (end, _) = chunk.last().expect("chunks are not empty");
+                spool.mark_written(&segment, *end, chunk.len() as u64);
+                tracing::info!(
+                    written = chunk.len(),
+                    waiting = spool.depth().events,
+                    "spool: events written to the database"
+                );
+            }
+            if let Err(e) = spool.remove_segment(&segment) {
+                tracing::error!(error = %e, segment = %segment.display(), "spool: cannot remove a written segment");
+            }
         }
     }
 }

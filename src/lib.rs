@@ -8,6 +8,7 @@ pub mod event;
 pub mod http;
 pub mod ingest;
 pub mod payload;
+pub mod spool;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

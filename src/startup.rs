@@ -1,6 +1,8 @@
 //! The running service: pool, migrations, writer, routes, listener.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -11,6 +13,7 @@ use sqlx::PgPool;
 use crate::config::ServeSettings;
 use crate::http::{self, AppState, Token};
 use crate::ingest::{Ingestor, Workers};
+use crate::spool::Spool;
 use crate::store::{self, migrate};
 
 pub struct Application {
@@ -24,7 +27,21 @@ impl Application {
     /// and prepares the server. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
         let pool = store::pool(&settings.db).map_err(anyhow::Error::msg)?;
-        migrate_when_reachable(&settings).await?;
+        // Migrate now when the database answers, so that a broken migration stops the start.
+        // When it does not answer, serve anyway (events wait in the spool) and migrate as soon
+        // as it does.
+        let schema_ready = Arc::new(AtomicBool::new(false));
+        match migrate_once(&settings.db).await {
+            Ok(()) => schema_ready.store(true, Ordering::Release),
+            Err(e) if is_unavailable(&e) => {
+                tracing::warn!(error = %e, "database unreachable at start: serving anyway, events are spooled until it answers");
+                tokio::spawn(migrate_when_reachable(
+                    settings.db.clone(),
+                    schema_ready.clone(),
+                ));
+            }
+            Err(e) => return Err(e.context("migrations failed")),
+        }
         if settings.webhook_token.is_none() {
             tracing::warn!(
                 "WEBHOOK_TOKEN is not set: anyone who can reach {} may post events",
@@ -32,12 +49,23 @@ impl Application {
             );
         }
 
-        let (ingestor, workers) = Ingestor::start(pool.clone(), settings.batch.clone());
+        let spool =
+            Spool::open(&settings.spool_dir, settings.spool_max_bytes).with_context(|| {
+                format!(
+                    "SPOOL_DIR {}: cannot open the spool",
+                    settings.spool_dir.display()
+                )
+            })?;
+        let mut batch = settings.batch.clone();
+        batch.write_timeout = settings.db.timeout;
+        let (ingestor, workers) =
+            Ingestor::start(pool.clone(), batch, Some(spool.clone()), schema_ready);
         let listener = TcpListener::bind(settings.listen_addr)
             .with_context(|| format!("LISTEN_ADDR {}: cannot listen", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             ingestor,
+            spool,
             pool,
             token: settings.webhook_token.as_deref().map(Token::new),
             max_body_bytes: settings.max_body_bytes,
@@ -70,22 +98,27 @@ impl Application {
     }
 }
 
-/// Applies migrations; while the database cannot be reached, says so and tries again.
-async fn migrate_when_reachable(settings: &ServeSettings) -> anyhow::Result<()> {
+fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .is_some_and(store::is_unavailable)
+}
+
+/// Retries the migrations until they are applied, then lets the writers write.
+async fn migrate_when_reachable(db: store::DbSettings, schema_ready: Arc<AtomicBool>) {
     let mut delay = Duration::from_millis(250);
     loop {
-        match migrate_once(&settings.db).await {
-            Ok(()) => return Ok(()),
-            Err(e)
-                if e.downcast_ref::<sqlx::Error>()
-                    .is_some_and(store::is_unavailable) =>
-            {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database unreachable; waiting to migrate");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(delay).await;
+        match migrate_once(&db).await {
+            Ok(()) => {
+                schema_ready.store(true, Ordering::Release);
+                return;
             }
-            Err(e) => return Err(e),
+            Err(e) if is_unavailable(&e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database still unreachable; waiting to migrate");
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "migrations failed; retrying"),
         }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -29,7 +29,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             json!({"database": "ok", "schema_version": v, "expected_schema_version": expected}),
         ),
     };
-    let mut body = json!({"status": if ready { "ready" } else { "unavailable" }});
+    let mut body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "spool": state.spool.depth(),
+    });
     body.as_object_mut()
         .expect("an object")
         .extend(detail.as_object().cloned().unwrap_or_default());

@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse};
 use sqlx::PgPool;
 
 use crate::ingest::Ingestor;
+use crate::spool::Spool;
 
 pub use answer::Answer;
 pub use auth::Token;
@@ -17,6 +18,7 @@ pub use auth::Token;
 /// What every handler can reach.
 pub struct AppState {
     pub ingestor: Ingestor,
+    pub spool: Spool,
     pub pool: PgPool,
     pub token: Option<Token>,
     pub max_body_bytes: usize,

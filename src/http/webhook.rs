@@ -70,6 +70,7 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
     let ack = state
         .ingestor
         .submit(Delivery {
+            body: bytes.freeze(),
             decoded,
             content_type,
             received_at: Utc::now(),
@@ -120,6 +121,16 @@ fn settle(mut a: Answer, ack: Ack) -> Answer {
             a.code = 422;
             a.status = "rejected";
             a.error = Some(message);
+            a
+        }
+        // Durable in the spool. Whether it will be stored, a duplicate or an update is not
+        // known yet; test, archived and rejected answers are already settled.
+        Ack::Queued => {
+            if a.status == "stored" {
+                a.code = 202;
+                a.status = "queued";
+                a.warnings = None;
+            }
             a
         }
         Ack::Unavailable(why) => {

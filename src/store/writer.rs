@@ -20,9 +20,10 @@ use sqlx::{PgConnection, Row};
 use crate::event::{CallRecord, CallStatusRecord, Reading, Record, SmsRecord, Warnings};
 use crate::payload::Decoded;
 
-/// One delivery to write: the decoded body and when it arrived.
+/// One delivery to write: the body as received, what it was read as, and when it arrived.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    pub body: bytes::Bytes,
     pub decoded: Decoded,
     pub content_type: Option<String>,
     pub received_at: DateTime<Utc>,

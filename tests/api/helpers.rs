@@ -36,6 +36,8 @@ pub fn url_for(db: &str) -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// Whether dropping this value drops the database.
+    owned: bool,
 }
 
 impl TestDb {
@@ -51,6 +53,16 @@ impl TestDb {
         TestDb {
             url: url_for(&name),
             name,
+            owned: true,
+        }
+    }
+
+    /// A handle on a database owned elsewhere.
+    pub fn borrowed(name: &str) -> Self {
+        TestDb {
+            url: url_for(name),
+            name: name.to_owned(),
+            owned: false,
         }
     }
 
@@ -61,6 +73,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let name = self.name.clone();
         // Drop runs outside async: a thread of its own with a small runtime.
         let _ = std::thread::spawn(move || {
@@ -109,8 +124,15 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the real server on a free port against a fresh database; `adjust` changes the
 /// settings first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeSettings)) -> TestApp {
-    init_logs();
     let db = TestDb::new().await;
+    let mut app = spawn_app_on(&db, adjust).await;
+    app.db = db;
+    app
+}
+
+/// Like [`spawn_app_with`], on a database the test made itself.
+pub async fn spawn_app_on(db: &TestDb, adjust: impl FnOnce(&mut ServeSettings)) -> TestApp {
+    init_logs();
     let mut settings = ServeSettings::new(&db.url);
     settings.listen_addr = "127.0.0.1:0".parse().unwrap();
     settings.spool_dir = std::env::temp_dir().join(format!("chi-spool-{}", db.name));
@@ -124,7 +146,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeSettings)) -> TestApp 
         address,
         pool: db.pool().await,
         client: reqwest::Client::new(),
-        db,
+        db: TestDb::borrowed(&db.name),
     }
 }
 
