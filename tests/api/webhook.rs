@@ -488,3 +488,68 @@ async fn readyz_is_503_when_the_schema_is_not_current() {
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["expected_schema_version"], 2);
 }
+
+/// Every field of every kind set to every nasty value: no 5xx, every body kept.
+#[tokio::test]
+async fn hostile_values_in_every_field_never_get_a_5xx() {
+    let app = spawn_app().await;
+    let nasty = [
+        json!(null),
+        json!(""),
+        json!("   "),
+        json!("\u{0}"),
+        json!("x\u{0}y"),
+        json!(true),
+        json!(-1),
+        json!(1e300),
+        json!(u64::MAX),
+        json!("99999999999999999999999999999999999"),
+        json!("１２:３４"),
+        json!("2025-02-30T25:61:61Z"),
+        json!([]),
+        json!([null, {"a": []}, 1.5]),
+        json!({"nested": {"deeper": [1, 2, {"x": "\u{0}"}]}}),
+        json!("'; DROP TABLE calls; --"),
+        json!("a".repeat(10_000)),
+    ];
+    let mut sent = std::collections::HashSet::new();
+    for base in [CALL, SMS, STATUS, NEWER_CALL] {
+        let fields: Vec<String> = serde_json::from_str::<serde_json::Value>(base)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        for field in &fields {
+            let mut tasks = Vec::new();
+            for value in &nasty {
+                let body = with(base, field, value.clone());
+                sent.insert(body.clone());
+                let (client, url) = (app.client.clone(), app.webhook_url());
+                tasks.push(tokio::spawn(async move {
+                    answer(client.post(url).body(body).send().await.unwrap()).await
+                }));
+            }
+            for t in tasks {
+                let (code, a) = t.await.unwrap();
+                assert!(code < 500, "{field}: {code} {a}");
+                assert!(a["status"].is_string(), "{a}");
+            }
+        }
+    }
+    assert_eq!(
+        app.count("raw_events").await,
+        sent.len() as i64,
+        "every distinct body kept once"
+    );
+    let (code, _) = answer(
+        app.client
+            .get(format!("{}/readyz", app.address))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "still serving");
+}
