@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
 
+use crate::metrics::Metrics;
 use crate::payload;
 use crate::spool::{Spool, SpoolError, SpooledEvent};
 use crate::store::{self, Delivery, Outcome};
@@ -96,6 +97,7 @@ impl Ingestor {
         settings: BatchSettings,
         spool: Option<Spool>,
         schema_ready: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
     ) -> (Ingestor, Workers) {
         let workers = settings.workers.max(1);
         let batch_max = settings.batch_max.max(1);
@@ -108,6 +110,7 @@ impl Ingestor {
                 rx.clone(),
                 batch_max,
                 settings.write_timeout,
+                metrics.clone(),
             ));
         }
         let drainer = spool.clone().map(|s| {
@@ -117,6 +120,7 @@ impl Ingestor {
                 batch_max,
                 settings.write_timeout,
                 schema_ready.clone(),
+                metrics,
             ))
         });
         let ingestor = Ingestor {
@@ -174,6 +178,7 @@ async fn worker(
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     batch_max: usize,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let mut jobs = Vec::with_capacity(batch_max);
     loop {
@@ -185,9 +190,20 @@ async fn worker(
         }
         let (deliveries, replies): (Vec<Delivery>, Vec<oneshot::Sender<Ack>>) =
             jobs.drain(..).map(|j| (j.delivery, j.reply)).unzip();
+        let started = Instant::now();
         let acks = write(&pool, &deliveries, timeout).await;
+        metrics.batch_written(deliveries.len(), started.elapsed());
+        count_written(&metrics, &deliveries, &acks, false);
         for (reply, ack) in replies.into_iter().zip(acks) {
             let _ = reply.send(ack); // the client may have gone: the event is written anyway
+        }
+    }
+}
+
+fn count_written(metrics: &Metrics, batch: &[Delivery], acks: &[Ack], drained: bool) {
+    for (d, ack) in batch.iter().zip(acks) {
+        if let Ack::Written(Outcome::Stored | Outcome::Updated | Outcome::Duplicate) = ack {
+            metrics.written(d.decoded.kind(), drained);
         }
     }
 }
@@ -281,6 +297,7 @@ async fn drain(
     batch_max: usize,
     timeout: Duration,
     schema_ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 ) {
     const IDLE: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -318,12 +335,17 @@ async fn drain(
                     })
                     .collect();
                 loop {
+                    let started = Instant::now();
                     let acks = write(&pool, &deliveries, timeout).await;
+                    metrics.batch_written(deliveries.len(), started.elapsed());
                     match acks.iter().find_map(|a| match a {
                         Ack::Unavailable(why) => Some(why.clone()),
                         _ => None,
                     }) {
-                        None => break,
+                        None => {
+                            count_written(&metrics, &deliveries, &acks, true);
+                            break;
+                        }
                         Some(why) => {
                             tracing::warn!(error = %why, waiting = spool.depth().events, retry_in_ms = backoff.as_millis() as u64,
                                 "spool: database still unavailable");

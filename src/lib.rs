@@ -7,6 +7,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod payload;
 pub mod spool;
 pub mod startup;

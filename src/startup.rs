@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use crate::config::ServeSettings;
 use crate::http::{self, AppState, Token};
 use crate::ingest::{Ingestor, Workers};
+use crate::metrics::Metrics;
 use crate::spool::Spool;
 use crate::store::{self, migrate};
 
@@ -56,15 +57,22 @@ impl Application {
                     settings.spool_dir.display()
                 )
             })?;
+        let metrics = Arc::new(Metrics::new());
         let mut batch = settings.batch.clone();
         batch.write_timeout = settings.db.timeout;
-        let (ingestor, workers) =
-            Ingestor::start(pool.clone(), batch, Some(spool.clone()), schema_ready);
+        let (ingestor, workers) = Ingestor::start(
+            pool.clone(),
+            batch,
+            Some(spool.clone()),
+            schema_ready,
+            metrics.clone(),
+        );
         let listener = TcpListener::bind(settings.listen_addr)
             .with_context(|| format!("LISTEN_ADDR {}: cannot listen", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             ingestor,
+            metrics,
             spool,
             pool,
             token: settings.webhook_token.as_deref().map(Token::new),

@@ -9,7 +9,10 @@ mod webhook;
 use actix_web::{web, HttpResponse};
 use sqlx::PgPool;
 
+use std::sync::Arc;
+
 use crate::ingest::Ingestor;
+use crate::metrics::Metrics;
 use crate::spool::Spool;
 
 pub use answer::Answer;
@@ -18,6 +21,7 @@ pub use auth::Token;
 /// What every handler can reach.
 pub struct AppState {
     pub ingestor: Ingestor,
+    pub metrics: Arc<Metrics>,
     pub spool: Spool,
     pub pool: PgPool,
     pub token: Option<Token>,
@@ -40,6 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(health::healthz))
             .route(web::head().to(health::healthz)),
     )
+    .service(web::resource("/metrics").route(web::get().to(health::metrics)))
     .service(
         web::resource("/readyz")
             .route(web::get().to(health::readyz))

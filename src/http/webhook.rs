@@ -34,13 +34,18 @@ pub async fn receive(
 ) -> HttpResponse {
     let started = Instant::now();
     let answer = handle(&req, body, &state).await;
+    let elapsed = started.elapsed();
+    match answer.kind {
+        Some(kind) => state.metrics.event(kind, answer.status, elapsed),
+        None => state.metrics.refused(answer.code, elapsed),
+    }
     tracing::info!(
         kind = answer.kind.map(|k| k.as_str()).unwrap_or("-"),
         key = answer.key.as_deref().unwrap_or("-"),
         outcome = answer.status,
         code = answer.code,
         warnings = answer.warnings.as_ref().map_or(0, |w| w.len()),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
         "webhook"
     );
     answer.into_response()
@@ -66,6 +71,11 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let decoded = payload::decode(&bytes, content_type.as_deref());
+    if let Reading::Record(r) = &decoded.reading {
+        r.warnings()
+            .keys()
+            .for_each(|f| state.metrics.parse_warning(f));
+    }
     let answer = describe(&decoded.reading);
     let ack = state
         .ingestor

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::event::{Kind, Reading, Rejection};
 
-pub use reader::read_object;
+pub use reader::{read_object, KNOWN_FIELDS};
 
 /// A body as `raw_events` keeps it, with what it was read as.
 #[derive(Debug, Clone, PartialEq)]

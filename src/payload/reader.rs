@@ -15,6 +15,48 @@ use crate::event::{
     CallRecord, CallStatusRecord, Kind, Reading, Record, Rejection, SmsRecord, Warnings,
 };
 
+/// Every payload field the reader looks at.
+pub const KNOWN_FIELDS: &[&str] = &[
+    "activityType",
+    "type",
+    "callSid",
+    "callType",
+    "from",
+    "to",
+    "fromNumber",
+    "toNumber",
+    "dialCode",
+    "countryName",
+    "status",
+    "statusReason",
+    "duration",
+    "durationSeconds",
+    "ringAnswerDuration",
+    "billedMinutes",
+    "callCharge",
+    "time",
+    "startTime",
+    "endTime",
+    "email",
+    "callerName",
+    "adminEmail",
+    "note",
+    "recordingUrl",
+    "answeredDevice",
+    "hangupBy",
+    "callQueue",
+    "reason",
+    "tags",
+    "dispositions",
+    "content",
+    "smsType",
+    "smsCharge",
+    "smsSendBy",
+    "agentEmail",
+    "agentId",
+    "dateTime",
+];
+
 /// The number the vendor's "test connection" button sends the event to.
 const TEST_NUMBER: &str = "+11111111111";
 

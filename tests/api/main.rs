@@ -4,6 +4,7 @@
 mod cli;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod outage;
 mod schema;
 mod views;

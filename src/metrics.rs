@@ -1,0 +1,208 @@
+//! Prometheus metrics (`GET /metrics`). One registry per running service, so that tests
+//! running several services in one process each see their own counts.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::event::Kind;
+use crate::spool::Depth;
+
+/// The kinds written to tables of their own, whose silence is worth an alarm.
+const WRITTEN_KINDS: [Kind; 3] = [Kind::Call, Kind::Sms, Kind::CallStatus];
+
+pub struct Metrics {
+    registry: Registry,
+    events: IntCounterVec,
+    refused: IntCounterVec,
+    warnings: IntCounterVec,
+    request_seconds: Histogram,
+    db_write_seconds: Histogram,
+    batch_size: Histogram,
+    spool_drained: IntCounter,
+    spool: IntGaugeVec,
+    last_written_at: IntGaugeVec,
+    seconds_since_written: IntGaugeVec,
+    last_written_micros: [AtomicI64; 3],
+}
+
+fn seconds_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let events = IntCounterVec::new(
+            Opts::new(
+                "callhippo_events_total",
+                "Webhook deliveries by kind and answer status word.",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
+        let refused = IntCounterVec::new(
+            Opts::new("callhippo_requests_refused_total", "Webhook requests refused before reading (401 no or wrong token, 413 too large, 400 unreadable body), by status code."),
+            &["code"],
+        )
+        .expect("valid metric");
+        let warnings = IntCounterVec::new(
+            Opts::new("callhippo_parse_warnings_total", "Payload fields that could not be read (the row was kept with the column NULL), by field."),
+            &["field"],
+        )
+        .expect("valid metric");
+        let request_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "callhippo_request_duration_seconds",
+                "Time to answer a webhook POST, from the request to the answer.",
+            )
+            .buckets(seconds_buckets()),
+        )
+        .expect("valid metric");
+        let db_write_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "callhippo_db_write_duration_seconds",
+                "Time to write one batch to PostgreSQL (one transaction), retries included.",
+            )
+            .buckets(seconds_buckets()),
+        )
+        .expect("valid metric");
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("callhippo_db_batch_size", "Events written per transaction.")
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
+        )
+        .expect("valid metric");
+        let spool_drained = IntCounter::new(
+            "callhippo_spool_drained_total",
+            "Spooled events written to the database after an outage.",
+        )
+        .expect("valid metric");
+        let spool = IntGaugeVec::new(
+            Opts::new(
+                "callhippo_spool_depth",
+                "What waits in the spool for the database: unit=events or unit=bytes.",
+            ),
+            &["unit"],
+        )
+        .expect("valid metric");
+        let last_written_at = IntGaugeVec::new(
+            Opts::new("callhippo_last_event_written_timestamp_seconds", "When an event of this kind was last written to its table (Unix time); 0 before the first."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let seconds_since_written = IntGaugeVec::new(
+            Opts::new("callhippo_seconds_since_last_event_written", "Seconds since an event of this kind was last written by this process (-1 before the first): alert when a webhook goes silent."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refused.clone()),
+            Box::new(warnings.clone()),
+            Box::new(request_seconds.clone()),
+            Box::new(db_write_seconds.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(spool_drained.clone()),
+            Box::new(spool.clone()),
+            Box::new(last_written_at.clone()),
+            Box::new(seconds_since_written.clone()),
+        ] {
+            registry.register(c).expect("each metric registered once");
+        }
+        Metrics {
+            registry,
+            events,
+            refused,
+            warnings,
+            request_seconds,
+            db_write_seconds,
+            batch_size,
+            spool_drained,
+            spool,
+            last_written_at,
+            seconds_since_written,
+            last_written_micros: Default::default(),
+        }
+    }
+
+    /// One answered webhook delivery.
+    pub fn event(&self, kind: Kind, outcome: &str, elapsed: Duration) {
+        self.events
+            .with_label_values(&[kind.as_str(), outcome])
+            .inc();
+        self.request_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A request refused before its body was read.
+    pub fn refused(&self, code: u16, elapsed: Duration) {
+        self.refused.with_label_values(&[&code.to_string()]).inc();
+        self.request_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A field the reader could not read. Only the vendor's field names become labels:
+    /// anything else (a hostile payload's own keys) is counted as `other`.
+    pub fn parse_warning(&self, field: &str) {
+        let label = if crate::payload::KNOWN_FIELDS.contains(&field) {
+            field
+        } else {
+            "other"
+        };
+        self.warnings.with_label_values(&[label]).inc();
+    }
+
+    pub fn batch_written(&self, size: usize, elapsed: Duration) {
+        self.batch_size.observe(size as f64);
+        self.db_write_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// An event of `kind` reached its table (stored, updated or found a duplicate).
+    pub fn written(&self, kind: Kind, drained: bool) {
+        if let Some(i) = WRITTEN_KINDS.iter().position(|k| *k == kind) {
+            self.last_written_micros[i]
+                .store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
+        }
+        if drained {
+            self.spool_drained.inc();
+        }
+    }
+
+    /// The text exposition, with the gauges that are read at scrape time brought up to date.
+    pub fn render(&self, spool: Depth) -> String {
+        self.spool
+            .with_label_values(&["events"])
+            .set(spool.events as i64);
+        self.spool
+            .with_label_values(&["bytes"])
+            .set(spool.bytes as i64);
+        let now = chrono::Utc::now().timestamp_micros();
+        for (i, kind) in WRITTEN_KINDS.iter().enumerate() {
+            let at = self.last_written_micros[i].load(Ordering::Relaxed);
+            self.last_written_at
+                .with_label_values(&[kind.as_str()])
+                .set(at / 1_000_000);
+            let since = if at == 0 { -1 } else { (now - at) / 1_000_000 };
+            self.seconds_since_written
+                .with_label_values(&[kind.as_str()])
+                .set(since);
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding does not fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
