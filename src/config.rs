@@ -42,6 +42,8 @@ pub enum Command {
     Migrate,
     /// Re-derive calls, sms, call_status, tags and call_tags from raw_events.
     Replay(ReplayArgs),
+    /// Exit 0 when the local serve answers /readyz with 200 (for container healthchecks).
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -66,6 +68,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOL_MAX_BYTES", default_value = "1073741824")]
     pub spool_max_bytes: String,
 
+    /// Remove raw_events rows last received more than this many days ago (unset: keep forever).
+    #[arg(long, env = "RAW_RETENTION_DAYS")]
+    pub raw_retention_days: Option<String>,
+
     /// Database connections in the pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value = "8")]
     pub db_pool_size: String,
@@ -84,7 +90,61 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ReplayArgs {}
+pub struct ReplayArgs {
+    /// Only events last received at or after this time (2025-06-01 or 2025-06-01T12:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+
+    /// Only events stored as this kind: call, sms, call_status, test, unknown or invalid.
+    #[arg(long)]
+    pub kind: Option<String>,
+
+    /// Events per transaction.
+    #[arg(long, default_value = "500")]
+    pub batch: String,
+}
+
+impl ReplayArgs {
+    pub fn filter(&self) -> Result<crate::replay::Filter, SettingError> {
+        let since = match self.since.as_deref() {
+            None => None,
+            Some(raw) => {
+                let with_time = if raw.trim().len() == 10 {
+                    format!("{}T00:00:00Z", raw.trim())
+                } else {
+                    raw.to_owned()
+                };
+                Some(crate::payload::fields::parse_time(&with_time).map_err(|_| {
+                    SettingError(format!("--since must be a date or time such as 2025-06-01 or 2025-06-01T12:00:00Z, not {raw:?}"))
+                })?)
+            }
+        };
+        let kind = match self.kind.as_deref() {
+            None => None,
+            Some(raw) => Some(crate::event::Kind::parse(raw.trim()).ok_or_else(|| {
+                SettingError(format!(
+                    "--kind must be one of call, sms, call_status, test, unknown, invalid, not {raw:?}"
+                ))
+            })?),
+        };
+        Ok(crate::replay::Filter { since, kind })
+    }
+
+    pub fn batch(&self) -> Result<usize, SettingError> {
+        positive("--batch", &self.batch, 100_000).map(|n| n as usize)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The serve address to ask; 0.0.0.0 means this machine.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: String,
+
+    /// How long to wait for the answer, in milliseconds.
+    #[arg(long, default_value = "3000")]
+    pub timeout_ms: String,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -101,6 +161,7 @@ pub struct ServeSettings {
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    pub raw_retention_days: Option<u32>,
     pub batch: BatchSettings,
 }
 
@@ -118,6 +179,7 @@ impl ServeSettings {
             max_body_bytes: 262_144,
             spool_dir: PathBuf::from("spool"),
             spool_max_bytes: 1 << 30,
+            raw_retention_days: None,
             batch: BatchSettings::default(),
         }
     }
@@ -188,6 +250,10 @@ impl ServeArgs {
         s.max_body_bytes = positive("MAX_BODY_BYTES", &self.max_body_bytes, 64 << 20)? as usize;
         s.spool_dir = self.spool_dir.clone();
         s.spool_max_bytes = positive("SPOOL_MAX_BYTES", &self.spool_max_bytes, u64::MAX)?;
+        s.raw_retention_days = match self.raw_retention_days.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => Some(positive("RAW_RETENTION_DAYS", raw, 100_000)? as u32),
+        };
         s.db.pool_size = positive("DB_POOL_SIZE", &self.db_pool_size, 1000)? as u32;
         s.db.timeout =
             Duration::from_millis(positive("DB_TIMEOUT_MS", &self.db_timeout_ms, 3_600_000)?);

@@ -5,10 +5,12 @@
 
 pub mod config;
 pub mod event;
+pub mod healthcheck;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod payload;
+pub mod replay;
 pub mod spool;
 pub mod startup;
 pub mod store;

@@ -67,6 +67,17 @@ impl Application {
             schema_ready,
             metrics.clone(),
         );
+        if let Some(days) = settings.raw_retention_days {
+            tracing::info!(
+                days,
+                "retention: raw events older than this are removed hourly"
+            );
+            tokio::spawn(store::retention::run(
+                pool.clone(),
+                days,
+                Duration::from_secs(3600),
+            ));
+        }
         let listener = TcpListener::bind(settings.listen_addr)
             .with_context(|| format!("LISTEN_ADDR {}: cannot listen", settings.listen_addr))?;
         let port = listener.local_addr()?.port();

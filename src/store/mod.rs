@@ -1,6 +1,7 @@
 //! PostgreSQL: connecting, migrating, writing, replaying. No vendor field names here.
 
 pub mod migrate;
+pub mod retention;
 pub mod writer;
 
 use std::str::FromStr;

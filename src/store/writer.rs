@@ -54,6 +54,21 @@ impl Outcome {
     }
 }
 
+/// When an event was first and last delivered. Live, both are the moment it arrived; a
+/// replay passes the `raw_events` row's first and last delivery, so that rebuilt rows get
+/// the times live ingestion gave them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+impl Times {
+    pub fn at(t: DateTime<Utc>) -> Times {
+        Times { first: t, last: t }
+    }
+}
+
 /// Writes a batch in one transaction and says, for each delivery in order, what it did.
 /// Deliveries of the same key in one batch are applied in their order, as if they had come
 /// one after the other.
@@ -65,7 +80,9 @@ pub async fn write_batch(
     upsert_raw(&mut tx, batch).await?;
     let outcomes = write_records(
         &mut tx,
-        batch.iter().map(|d| (&d.decoded.reading, d.received_at)),
+        batch
+            .iter()
+            .map(|d| (&d.decoded.reading, Times::at(d.received_at))),
     )
     .await?;
     tx.commit().await?;
@@ -76,7 +93,7 @@ pub async fn write_batch(
 /// Runs inside the caller's transaction.
 pub async fn write_records<'a>(
     conn: &mut PgConnection,
-    readings: impl Iterator<Item = (&'a Reading, DateTime<Utc>)>,
+    readings: impl Iterator<Item = (&'a Reading, Times)>,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut outcomes = Vec::new();
     let mut calls = Vec::new();
@@ -326,12 +343,25 @@ fn upsert_sql(table: &str, key: &[(&str, &str)], values: &[(&str, &str)]) -> Str
         .map(|(n, t)| format!("{n} {t}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let key_match = key
+        .iter()
+        .map(|(n, _)| format!("i.{n} = excluded.{n}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    // A new row's times are its first delivery's; a changed row's `updated_at` is the
+    // delivery that changed it (looked up in the input: `excluded` has table columns only),
+    // and `received_at` can only move earlier (a replay meeting an older delivery late).
     format!(
-        "INSERT INTO {table} AS t ({all_names}, received_at, updated_at)
-         SELECT {all_names}, received_at, received_at
-           FROM json_to_recordset($1::json) AS x({record_type}, received_at timestamptz)
+        "WITH input AS (
+             SELECT * FROM json_to_recordset($1::json)
+                 AS x({record_type}, first_at timestamptz, last_at timestamptz))
+         INSERT INTO {table} AS t ({all_names}, received_at, updated_at)
+         SELECT {all_names}, first_at, first_at FROM input
          ON CONFLICT ({key_names}) DO UPDATE
-            SET ({value_names}, updated_at) = ({excluded_values}, excluded.updated_at)
+            SET ({value_names}, updated_at, received_at) =
+                ({excluded_values},
+                 (SELECT i.last_at FROM input i WHERE {key_match} LIMIT 1),
+                 least(t.received_at, excluded.received_at))
           WHERE ({old_values}) IS DISTINCT FROM ({excluded_values})
          RETURNING {returned_keys}, (t.xmax = 0) AS inserted",
         all_names = names(&all, ""),
@@ -368,7 +398,8 @@ struct CallRow<'a> {
     #[serde(flatten)]
     record: &'a CallRecord,
     parse_warnings: Option<&'a Warnings>,
-    received_at: DateTime<Utc>,
+    first_at: DateTime<Utc>,
+    last_at: DateTime<Utc>,
 }
 
 #[derive(Serialize)]
@@ -376,15 +407,17 @@ struct SmsRow<'a> {
     #[serde(flatten)]
     record: &'a SmsRecord,
     parse_warnings: Option<&'a Warnings>,
-    received_at: DateTime<Utc>,
+    first_at: DateTime<Utc>,
+    last_at: DateTime<Utc>,
 }
 
 impl<'a> SmsRow<'a> {
-    fn new(record: &'a SmsRecord, received_at: DateTime<Utc>) -> Self {
+    fn new(record: &'a SmsRecord, times: Times) -> Self {
         SmsRow {
             record,
             parse_warnings: warnings_json(&record.warnings),
-            received_at,
+            first_at: times.first,
+            last_at: times.last,
         }
     }
 }
@@ -394,15 +427,17 @@ struct StatusRow<'a> {
     #[serde(flatten)]
     record: &'a CallStatusRecord,
     parse_warnings: Option<&'a Warnings>,
-    received_at: DateTime<Utc>,
+    first_at: DateTime<Utc>,
+    last_at: DateTime<Utc>,
 }
 
 impl<'a> StatusRow<'a> {
-    fn new(record: &'a CallStatusRecord, received_at: DateTime<Utc>) -> Self {
+    fn new(record: &'a CallStatusRecord, times: Times) -> Self {
         StatusRow {
             record,
             parse_warnings: warnings_json(&record.warnings),
-            received_at,
+            first_at: times.first,
+            last_at: times.last,
         }
     }
 }
@@ -488,7 +523,7 @@ const SYNC_CALL_TAGS: &str = "
 
 async fn upsert_calls(
     conn: &mut PgConnection,
-    round: &[(usize, &CallRecord, DateTime<Utc>)],
+    round: &[(usize, &CallRecord, Times)],
     tag_ids: &HashMap<String, i32>,
     outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
@@ -497,7 +532,8 @@ async fn upsert_calls(
         .map(|(_, c, at)| CallRow {
             record: c,
             parse_warnings: warnings_json(&c.warnings),
-            received_at: *at,
+            first_at: at.first,
+            last_at: at.last,
         })
         .collect();
     let written = upsert(conn, &UPSERT_CALLS, &rows, |row| {
@@ -506,7 +542,7 @@ async fn upsert_calls(
     .await?;
 
     let sids: Vec<&str> = round.iter().map(|(_, c, _)| c.call_sid.as_str()).collect();
-    let ats: Vec<DateTime<Utc>> = round.iter().map(|(_, _, at)| *at).collect();
+    let ats: Vec<DateTime<Utc>> = round.iter().map(|(_, _, at)| at.last).collect();
     let (mut tag_sids, mut tag_idents) = (Vec::new(), Vec::new());
     for (_, c, _) in round {
         for name in &c.tags {

@@ -5,6 +5,7 @@ mod cli;
 mod helpers;
 mod idempotency;
 mod metrics;
+mod operations;
 mod outage;
 mod schema;
 mod views;

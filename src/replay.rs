@@ -1,0 +1,169 @@
+//! `callhippo-ingest replay`: re-derives `calls`, `sms`, `call_status`, `tags` and
+//! `call_tags` from `raw_events` with the current reader, for example after a parser fix.
+//!
+//! Rows are applied in `last_received_at` order, page by page (one transaction each), so that
+//! the tables end where live ingestion ended. Writing is the same idempotent upsert as live
+//! ingestion: a row the new reader reads the same way is left alone, one it reads better is
+//! updated (and loses the warnings it no longer deserves). `raw_events.kind` and `error` are
+//! brought up to date too. Safe to run while `serve` runs.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+
+use crate::event::Kind;
+use crate::payload::{self, Decoded};
+use crate::store::writer::{write_records, Times};
+use crate::store::Outcome;
+
+/// Which raw events to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only events last received at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events stored as this kind (`unknown` re-reads archived events, `call` calls…).
+    pub kind: Option<Kind>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Raw events read.
+    pub read: u64,
+    /// Rows inserted or changed in the normalized tables.
+    pub written: u64,
+    /// Events that left their row as it was (or that have no table: tests, unknown kinds).
+    pub unchanged: u64,
+    /// Events the current reader still refuses.
+    pub still_rejected: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "read {}, written {}, unchanged {}, still rejected {}",
+            self.read, self.written, self.unchanged, self.still_rejected
+        )
+    }
+}
+
+/// Replays the raw events that match `filter`, `page` at a time; `progress` is called after
+/// each page with the running summary and the total to do.
+pub async fn replay(
+    pool: &PgPool,
+    filter: &Filter,
+    page: usize,
+    mut progress: impl FnMut(&Summary, u64),
+) -> anyhow::Result<Summary> {
+    let since = filter.since.unwrap_or(DateTime::UNIX_EPOCH);
+    let kind = filter.kind.map(Kind::as_str);
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM raw_events WHERE last_received_at >= $1 AND ($2::text IS NULL OR kind = $2)",
+    )
+    .bind(since)
+    .bind(kind)
+    .fetch_one(pool)
+    .await?;
+
+    let mut summary = Summary::default();
+    // Keyset paging; ids start at 1, so (since, 0) comes before every row at `since`.
+    let mut cursor: (DateTime<Utc>, i64) = (since, 0);
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, payload, body, body_bytes, received_at, last_received_at, content_type
+               FROM raw_events
+              WHERE (last_received_at, id) > ($1, $2) AND last_received_at >= $3
+                AND ($4::text IS NULL OR kind = $4)
+              ORDER BY last_received_at, id
+              LIMIT $5",
+        )
+        .bind(cursor.0)
+        .bind(cursor.1)
+        .bind(since)
+        .bind(kind)
+        .bind(page as i64)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        cursor = (last.try_get("last_received_at")?, last.try_get("id")?);
+
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut decoded: Vec<(Decoded, Times)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.try_get::<i64, _>("id")?);
+            let times = Times {
+                first: row.try_get("received_at")?,
+                last: row.try_get("last_received_at")?,
+            };
+            decoded.push((reread(row)?, times));
+        }
+
+        let mut tx = pool.begin().await?;
+        let outcomes =
+            write_records(&mut tx, decoded.iter().map(|(d, at)| (&d.reading, *at))).await?;
+        let kinds: Vec<&str> = decoded.iter().map(|(d, _)| d.kind().as_str()).collect();
+        let errors: Vec<Option<String>> = decoded.iter().map(|(d, _)| d.error()).collect();
+        sqlx::query(
+            "UPDATE raw_events r SET kind = u.kind, error = u.error
+               FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, kind, error)
+              WHERE r.id = u.id AND (r.kind, r.error) IS DISTINCT FROM (u.kind, u.error)",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&errors)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        for outcome in outcomes {
+            summary.read += 1;
+            match outcome {
+                Outcome::Stored | Outcome::Updated => summary.written += 1,
+                Outcome::Duplicate | Outcome::Test | Outcome::Archived => summary.unchanged += 1,
+                Outcome::Rejected => summary.still_rejected += 1,
+            }
+        }
+        progress(&summary, total as u64);
+    }
+    Ok(summary)
+}
+
+/// Reads a stored body again: its exact bytes when kept, else its text, else the payload.
+fn reread(row: &sqlx::postgres::PgRow) -> Result<Decoded, sqlx::Error> {
+    let content_type: Option<String> = row.try_get("content_type")?;
+    let bytes: Vec<u8> = if let Some(b) = row.try_get::<Option<Vec<u8>>, _>("body_bytes")? {
+        b
+    } else if let Some(t) = row.try_get::<Option<String>, _>("body")? {
+        t.into_bytes()
+    } else {
+        let payload: Option<Value> = row.try_get("payload")?;
+        payload
+            .map(|p| p.to_string().into_bytes())
+            .unwrap_or_default()
+    };
+    Ok(payload::decode(&bytes, content_type.as_deref()))
+}
+
+/// Prints a progress line to stderr at most every `every`.
+pub fn progress_printer(every: Duration) -> impl FnMut(&Summary, u64) {
+    let started = Instant::now();
+    let mut last = Instant::now() - every;
+    move |s, total| {
+        if last.elapsed() >= every || s.read >= total {
+            last = Instant::now();
+            let pct = if total == 0 {
+                100.0
+            } else {
+                s.read as f64 * 100.0 / total as f64
+            };
+            let rate = s.read as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            eprintln!(
+                "replay: {}/{} ({pct:.0}%), {rate:.0} events/s: {s}",
+                s.read, total
+            );
+        }
+    }
+}
