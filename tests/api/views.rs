@@ -140,3 +140,50 @@ async fn daily_and_agent_views_add_up() {
         ]
     );
 }
+
+/// Every statement of docs/cookbook.sql runs, as the read-only role, and the timeline one
+/// gives the events in the order they happened.
+#[tokio::test]
+async fn cookbook_statements_run_as_the_reader() {
+    let app = spawn_app().await;
+    assert_eq!(app.post(CALL).await.0, 200);
+    for (status, at) in [
+        ("completed", "2020-05-12T01:01:05Z"),
+        ("ringing", "2020-05-12T00:53:50Z"),
+        ("answered", "2020-05-12T00:53:57Z"),
+    ] {
+        let body = json!({"callSid": "CA5fcabcd366fac3fe8c00c111f135e123", "status": status, "dateTime": at, "agentId": "a"});
+        assert_eq!(app.post(body.to_string()).await.0, 200);
+    }
+    let cookbook = include_str!("../../docs/cookbook.sql");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url)
+        .await
+        .unwrap();
+    sqlx::query("SET ROLE callhippo_reader")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let statements: Vec<String> = cookbook
+        .split(";\n")
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    assert_eq!(statements.len(), 9);
+    for s in &statements {
+        sqlx::query(s)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{s}\n{e}"));
+    }
+    let timeline: Vec<String> =
+        sqlx::query_scalar(&format!("SELECT status FROM ({}) t", statements[4]))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(timeline, vec!["ringing", "answered", "completed"]);
+}
