@@ -425,7 +425,7 @@ mod tests {
     fn event(i: usize) -> SpooledEvent {
         SpooledEvent {
             received_at: DateTime::from_timestamp_micros(1_700_000_000_000_000 + i as i64).unwrap(),
-            content_type: (i % 2 == 0).then(|| "application/json".to_owned()),
+            content_type: i.is_multiple_of(2).then(|| "application/json".to_owned()),
             body: format!("{{\"n\":{i}}}").into_bytes(),
         }
     }
