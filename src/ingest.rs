@@ -134,35 +134,41 @@ impl Ingestor {
     pub async fn submit(&self, delivery: Delivery) -> Ack {
         let ready = self.schema_ready.load(Ordering::Acquire);
         if let Some(spool) = self.spool.as_ref().filter(|s| !ready || !s.is_empty()) {
-            return to_spool(spool, &delivery).await;
+            return to_spool(spool, spooled(&delivery)).await;
         }
         if !ready {
             return Ack::Unavailable("the database schema is not migrated yet".into());
         }
+        // What the spool needs if the database turns out to be away: the body is
+        // reference-counted, so this costs no copy of it.
+        let fallback = self.spool.as_ref().map(|_| spooled(&delivery));
         let (reply, answer) = oneshot::channel();
-        let keep = self.spool.as_ref().map(|_| delivery.clone());
         let ack = match self.queue.send(Job { delivery, reply }).await {
             Ok(()) => answer
                 .await
                 .unwrap_or_else(|_| Ack::Unavailable("the writer stopped".into())),
             Err(_) => Ack::Unavailable("the service is shutting down".into()),
         };
-        match (ack, &self.spool, keep) {
-            (Ack::Unavailable(why), Some(spool), Some(delivery)) => {
+        match (ack, &self.spool, fallback) {
+            (Ack::Unavailable(why), Some(spool), Some(event)) => {
                 tracing::warn!(error = %why, "database unavailable: spooling");
-                to_spool(spool, &delivery).await
+                to_spool(spool, event).await
             }
             (ack, _, _) => ack,
         }
     }
 }
 
-async fn to_spool(spool: &Spool, delivery: &Delivery) -> Ack {
-    let event = SpooledEvent {
-        received_at: delivery.received_at,
-        content_type: delivery.content_type.clone(),
-        body: delivery.body.to_vec(),
-    };
+/// A delivery as the spool keeps it. The body is reference-counted: no copy.
+fn spooled(d: &Delivery) -> SpooledEvent {
+    SpooledEvent {
+        body: d.body.clone(),
+        content_type: d.content_type.clone(),
+        received_at: d.received_at,
+    }
+}
+
+async fn to_spool(spool: &Spool, event: SpooledEvent) -> Ack {
     match spool.append(&event).await {
         Ok(()) => Ack::Queued,
         Err(e @ SpoolError::Full(_)) => Ack::Unavailable(e.to_string()),
@@ -329,7 +335,7 @@ async fn drain(
                     .iter()
                     .map(|(_, e)| Delivery {
                         decoded: payload::decode(&e.body, e.content_type.as_deref()),
-                        body: bytes::Bytes::from(e.body.clone()),
+                        body: e.body.clone(),
                         content_type: e.content_type.clone(),
                         received_at: e.received_at,
                     })

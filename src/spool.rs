@@ -30,7 +30,7 @@ const SEGMENT_BYTES: u64 = 4 << 20;
 pub struct SpooledEvent {
     pub received_at: DateTime<Utc>,
     pub content_type: Option<String>,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -414,7 +414,7 @@ fn decode(payload: &[u8]) -> Option<SpooledEvent> {
     Some(SpooledEvent {
         received_at: DateTime::from_timestamp_micros(micros)?,
         content_type: (!ct.is_empty()).then(|| ct.to_owned()),
-        body: payload.get(10 + ct_len..)?.to_vec(),
+        body: bytes::Bytes::copy_from_slice(payload.get(10 + ct_len..)?),
     })
 }
 
@@ -426,7 +426,7 @@ mod tests {
         SpooledEvent {
             received_at: DateTime::from_timestamp_micros(1_700_000_000_000_000 + i as i64).unwrap(),
             content_type: i.is_multiple_of(2).then(|| "application/json".to_owned()),
-            body: format!("{{\"n\":{i}}}").into_bytes(),
+            body: format!("{{\"n\":{i}}}").into_bytes().into(),
         }
     }
 
