@@ -153,8 +153,9 @@ fn read_call(f: &mut Fields) -> Result<CallRecord, Rejection> {
         hangup_by: f.enumerated("hangupBy"),
         call_queue: f.boolean("callQueue"),
         reason: f.text("reason"),
-        dispositions: f.list("dispositions"),
-        tags: f.list("tags").unwrap_or_default(),
+        dispositions: f.list("dispositions", Repeats::Keep),
+        // A call has a tag once (call_tags' key): repeats are dropped.
+        tags: f.list("tags", Repeats::Drop).unwrap_or_default(),
         warnings: std::mem::take(&mut f.warnings),
     })
 }
@@ -228,6 +229,12 @@ pub fn sms_key(
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeats {
+    Keep,
+    Drop,
 }
 
 /// Field access that records what could not be read instead of failing the event.
@@ -309,14 +316,15 @@ impl<'a> Fields<'a> {
     }
 
     /// A list of names (tags, dispositions): an array of scalars, or one string of
-    /// comma-separated names. Trimmed, empty ones dropped, repeats dropped, order kept.
-    /// `None` when nothing is left.
-    fn list(&mut self, name: &str) -> Option<Vec<String>> {
+    /// comma-separated names. Trimmed, empty ones dropped, order kept. `None` when nothing
+    /// is left.
+    fn list(&mut self, name: &str, repeats: Repeats) -> Option<Vec<String>> {
         let v = self.get(name)?;
         let mut names: Vec<String> = Vec::new();
         let mut push = |s: &str| {
             let s = s.trim();
-            if !s.is_empty() && !names.iter().any(|n| n == s) {
+            let seen = repeats == Repeats::Drop && names.iter().any(|n| n == s);
+            if !s.is_empty() && !seen {
                 names.push(s.to_owned());
             }
         };

@@ -232,6 +232,18 @@ fn tags_are_cleaned() {
     assert!(c.warnings.contains_key("tags"));
     let c = call(&without(VENDOR_CALL, "tags"));
     assert!(c.tags.is_empty());
+    // Dispositions are trimmed and emptied of blanks, but a repeat is kept as sent.
+    let c = call(&with(
+        VENDOR_CALL,
+        "dispositions",
+        json!([" A ", "", "A", "B"]),
+    ));
+    assert_eq!(
+        c.dispositions,
+        Some(vec!["A".to_owned(), "A".to_owned(), "B".to_owned()])
+    );
+    let c = call(&with(VENDOR_CALL, "dispositions", json!(["", " "])));
+    assert_eq!(c.dispositions, None);
 }
 
 #[test]
