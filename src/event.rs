@@ -58,7 +58,8 @@ impl std::fmt::Display for Kind {
 /// Payload field -> what was wrong with it. Ordered, so that equal inputs give equal JSON.
 pub type Warnings = BTreeMap<String, String>;
 
-/// One call log (`calls` row plus its tags).
+/// One call log (`calls` row plus its tags). Serialized, it is the row the store writes:
+/// tags and warnings go their own ways.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallRecord {
     pub call_sid: String,
@@ -87,7 +88,9 @@ pub struct CallRecord {
     pub reason: Option<String>,
     pub dispositions: Option<Vec<String>>,
     /// Trimmed, non-empty, first spelling of each name kept, in payload order.
+    #[serde(skip)]
     pub tags: Vec<String>,
+    #[serde(skip)]
     pub warnings: Warnings,
 }
 
@@ -106,6 +109,7 @@ pub struct SmsRecord {
     pub agent_email: Option<String>,
     pub agent_name: Option<String>,
     pub admin_email: Option<String>,
+    #[serde(skip)]
     pub warnings: Warnings,
 }
 
@@ -121,6 +125,7 @@ pub struct CallStatusRecord {
     pub agent_email: Option<String>,
     pub agent_id: Option<String>,
     pub dial_code: Option<String>,
+    #[serde(skip)]
     pub warnings: Warnings,
 }
 

@@ -2,51 +2,12 @@
 //! panics, and what it hands to PostgreSQL is storable.
 
 use callhippo_ingest::event::{Kind, Reading};
-use callhippo_ingest::payload::decode;
+use callhippo_ingest::payload::{decode, KNOWN_FIELDS};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 /// Every field the reader looks at, so that wrong types reach each of them.
-const FIELDS: &[&str] = &[
-    "activityType",
-    "type",
-    "callSid",
-    "callType",
-    "from",
-    "to",
-    "fromNumber",
-    "toNumber",
-    "dialCode",
-    "countryName",
-    "status",
-    "statusReason",
-    "duration",
-    "durationSeconds",
-    "ringAnswerDuration",
-    "billedMinutes",
-    "callCharge",
-    "time",
-    "startTime",
-    "endTime",
-    "email",
-    "callerName",
-    "adminEmail",
-    "note",
-    "recordingUrl",
-    "answeredDevice",
-    "hangupBy",
-    "callQueue",
-    "reason",
-    "tags",
-    "dispositions",
-    "content",
-    "smsType",
-    "smsCharge",
-    "smsSendBy",
-    "agentEmail",
-    "agentId",
-    "dateTime",
-];
+const FIELDS: &[&str] = KNOWN_FIELDS;
 
 fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![

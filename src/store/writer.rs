@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
-use crate::event::{CallRecord, CallStatusRecord, Reading, Record, SmsRecord, Warnings};
+use crate::event::{CallRecord, CallStatusRecord, Reading, Record, Warnings};
 use crate::payload::Decoded;
 
 /// One delivery to write: the body as received, what it was read as, and when it arrived.
@@ -126,7 +126,10 @@ pub async fn write_records<'a>(
         }
     }
     for round in rounds(&sms, |(_, s, _)| s.sms_key.as_str()) {
-        let rows: Vec<_> = round.iter().map(|(_, s, at)| SmsRow::new(s, *at)).collect();
+        let rows: Vec<_> = round
+            .iter()
+            .map(|(_, s, at)| RecordRow::new(*s, &s.warnings, *at))
+            .collect();
         let changed = upsert(conn, &UPSERT_SMS, &rows, |row| row.try_get::<String, _>(0)).await?;
         for (i, s, _) in round {
             outcomes[i] = decide(changed.get(&s.sms_key).copied());
@@ -135,7 +138,7 @@ pub async fn write_records<'a>(
     for round in rounds(&statuses, |(_, s, _)| status_key(s)) {
         let rows: Vec<_> = round
             .iter()
-            .map(|(_, s, at)| StatusRow::new(s, *at))
+            .map(|(_, s, at)| RecordRow::new(*s, &s.warnings, *at))
             .collect();
         let changed = upsert(conn, &UPSERT_STATUS, &rows, |row| {
             Ok(status_key_parts(
@@ -389,53 +392,22 @@ static UPSERT_STATUS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn warnings_json(w: &Warnings) -> Option<&Warnings> {
-    (!w.is_empty()).then_some(w)
-}
-
+/// One row for `json_to_recordset`: the record's own fields, its warnings (`NULL` when
+/// none) and its delivery times.
 #[derive(Serialize)]
-struct CallRow<'a> {
+struct RecordRow<'a, R> {
     #[serde(flatten)]
-    record: &'a CallRecord,
+    record: &'a R,
     parse_warnings: Option<&'a Warnings>,
     first_at: DateTime<Utc>,
     last_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
-struct SmsRow<'a> {
-    #[serde(flatten)]
-    record: &'a SmsRecord,
-    parse_warnings: Option<&'a Warnings>,
-    first_at: DateTime<Utc>,
-    last_at: DateTime<Utc>,
-}
-
-impl<'a> SmsRow<'a> {
-    fn new(record: &'a SmsRecord, times: Times) -> Self {
-        SmsRow {
+impl<'a, R> RecordRow<'a, R> {
+    fn new(record: &'a R, warnings: &'a Warnings, times: Times) -> Self {
+        RecordRow {
             record,
-            parse_warnings: warnings_json(&record.warnings),
-            first_at: times.first,
-            last_at: times.last,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct StatusRow<'a> {
-    #[serde(flatten)]
-    record: &'a CallStatusRecord,
-    parse_warnings: Option<&'a Warnings>,
-    first_at: DateTime<Utc>,
-    last_at: DateTime<Utc>,
-}
-
-impl<'a> StatusRow<'a> {
-    fn new(record: &'a CallStatusRecord, times: Times) -> Self {
-        StatusRow {
-            record,
-            parse_warnings: warnings_json(&record.warnings),
+            parse_warnings: (!warnings.is_empty()).then_some(warnings),
             first_at: times.first,
             last_at: times.last,
         }
@@ -527,14 +499,9 @@ async fn upsert_calls(
     tag_ids: &HashMap<String, i32>,
     outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<CallRow> = round
+    let rows: Vec<_> = round
         .iter()
-        .map(|(_, c, at)| CallRow {
-            record: c,
-            parse_warnings: warnings_json(&c.warnings),
-            first_at: at.first,
-            last_at: at.last,
-        })
+        .map(|(_, c, at)| RecordRow::new(*c, &c.warnings, *at))
         .collect();
     let written = upsert(conn, &UPSERT_CALLS, &rows, |row| {
         row.try_get::<String, _>(0)

@@ -1,6 +1,9 @@
 //! Test harness: each test gets a database of its own and a real server on a free port.
 
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Once;
+use std::time::Duration;
 
 use callhippo_ingest::config::ServeSettings;
 use callhippo_ingest::startup::Application;
@@ -220,4 +223,65 @@ pub fn without(base: &str, field: &str) -> String {
     let mut v: Value = serde_json::from_str(base).unwrap();
     v.as_object_mut().unwrap().remove(field);
     v.to_string()
+}
+
+/// A free local port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary, with no token and quiet logs unless a test says otherwise.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_callhippo-ingest"));
+    c.env_remove("WEBHOOK_TOKEN").env("RUST_LOG", "warn");
+    c
+}
+
+/// A `serve` process, killed when dropped.
+pub struct Served(pub Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve` as an operator would, on 127.0.0.1:`port`.
+pub fn serve_process(db_url: &str, port: u16, spool: &Path) -> Served {
+    Served(
+        bin()
+            .arg("serve")
+            .env("DATABASE_URL", db_url)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("SPOOL_DIR", spool)
+            .env("DB_TIMEOUT_MS", "800")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the binary starts"),
+    )
+}
+
+/// `/readyz`'s code and body; code 0 when nothing answers.
+pub async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value) {
+    match client.get(format!("{base}/readyz")).send().await {
+        Ok(r) => answer(r).await,
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// Waits until `base` answers `/readyz` with 200.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..300 {
+        if readyz(client, base).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{base} did not become ready");
 }

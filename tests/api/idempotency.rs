@@ -1,7 +1,6 @@
 //! CONTRACT §5: stored / duplicate / updated, and exactly one row under concurrency.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -179,67 +178,18 @@ async fn concurrent_identical_deliveries_make_one_row() {
     );
 }
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the real binary, as an operator would.
-fn serve(db_url: &str, port: u16) -> Served {
-    let spool = std::env::temp_dir().join(format!("chi-spool-proc-{port}"));
-    Served(
-        Command::new(env!("CARGO_BIN_EXE_callhippo-ingest"))
-            .arg("serve")
-            .env("DATABASE_URL", db_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("SPOOL_DIR", spool)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts"),
-    )
-}
-
-async fn wait_ready(client: &reqwest::Client, port: u16) {
-    for _ in 0..200 {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-        {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("serve on port {port} did not become ready");
-}
-
 /// Two `serve` processes on one database, started at once (so migrating at once), receive
 /// the same events at the same moment.
 #[tokio::test]
 async fn two_serve_processes_receive_the_same_events() {
     let db = TestDb::new().await;
     let (p1, p2) = (free_port(), free_port());
-    let _a = serve(&db.url, p1);
-    let _b = serve(&db.url, p2);
+    let spool = |p: u16| std::env::temp_dir().join(format!("chi-spool-two-{}-{p}", db.name));
+    let _a = serve_process(&db.url, p1, &spool(p1));
+    let _b = serve_process(&db.url, p2, &spool(p2));
     let client = reqwest::Client::new();
-    wait_ready(&client, p1).await;
-    wait_ready(&client, p2).await;
+    wait_ready(&client, &format!("http://127.0.0.1:{p1}")).await;
+    wait_ready(&client, &format!("http://127.0.0.1:{p2}")).await;
 
     let mut bodies = Vec::new();
     for i in 0..40 {

@@ -8,12 +8,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_callhippo-ingest"));
-    c.env_remove("WEBHOOK_TOKEN").env("RUST_LOG", "warn");
-    c
-}
-
 fn replay(db: &TestDb, args: &[&str]) -> String {
     let out = bin()
         .arg("replay")
@@ -188,14 +182,6 @@ async fn retention_removes_old_raw_events_only() {
             .unwrap(),
         0
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The container runs `migrate`, then `serve`, and checks itself with `healthcheck`: the same

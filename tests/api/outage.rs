@@ -2,12 +2,12 @@
 //! killed, or when it is stopped under load.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -103,13 +103,6 @@ fn via(proxy: &Proxy, db: &TestDb) -> String {
 
 fn call(sid: &str) -> String {
     with(CALL, "callSid", json!(sid))
-}
-
-async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value) {
-    match client.get(format!("{base}/readyz")).send().await {
-        Ok(r) => answer(r).await,
-        Err(_) => (0, Value::Null),
-    }
 }
 
 /// Waits until `/readyz` is 200 with an empty spool.
@@ -241,49 +234,6 @@ fn stream_events(
         .collect()
 }
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(db_url: &str, port: u16, spool: &std::path::Path) -> Served {
-    Served(
-        Command::new(env!("CARGO_BIN_EXE_callhippo-ingest"))
-            .arg("serve")
-            .env("DATABASE_URL", db_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("SPOOL_DIR", spool)
-            .env("DB_TIMEOUT_MS", "800")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts"),
-    )
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    for _ in 0..300 {
-        if readyz(client, base).await.0 == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{base} did not become ready");
-}
-
 async fn collect(tasks: Vec<JoinHandle<Vec<String>>>) -> Vec<String> {
     let mut acked = Vec::new();
     for t in tasks {
@@ -302,7 +252,7 @@ async fn sigkill_during_an_outage_loses_nothing_acknowledged() {
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = serve(&url, port, &spool);
+    let mut server = serve_process(&url, port, &spool);
     wait_ready(&client, &base).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -323,7 +273,7 @@ async fn sigkill_during_an_outage_loses_nothing_acknowledged() {
     proxy.restore();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _server = serve(&url, port, &spool);
+    let _server = serve_process(&url, port, &spool);
     wait_ready(&client, &base).await;
     wait_drained(&client, &base).await;
     let pool = db.pool().await;
@@ -339,7 +289,7 @@ async fn sigterm_under_load_finishes_and_loses_nothing() {
     let client = reqwest::Client::new();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = serve(&db.url, port, &spool);
+    let mut server = serve_process(&db.url, port, &spool);
     wait_ready(&client, &base).await;
 
     let stop = Arc::new(AtomicBool::new(false));
