@@ -1,7 +1,7 @@
 //! `loadgen`: the load generator of `bench/run`.
 //!
 //! ```text
-//! loadgen wait-ready --addr HOST:PORT [--timeout S]
+//! loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID]
 //! loadgen run --addr HOST:PORT [--conns N] [--duration S] [--warmup S] [--dup]
 //!             [--threads N] [--prebuild N] [--keys FILE] [--run-id HEX]
 //! loadgen verify --keys FILE --database-url URL
@@ -85,11 +85,19 @@ fn real_main() -> Result<()> {
         "wait-ready" => {
             let addr = args.take_value("--addr")?.context("--addr is required")?;
             let timeout: f64 = args.num("--timeout", 60.0)?;
+            let pid: Option<u32> = match args.take_value("--pid")? {
+                Some(p) => Some(p.parse().context("--pid: a process id")?),
+                None => None,
+            };
             args.finish()?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(load::wait_ready(&addr, Duration::from_secs_f64(timeout)))
+            rt.block_on(load::wait_ready(
+                &addr,
+                Duration::from_secs_f64(timeout),
+                pid,
+            ))
         }
         "run" => {
             let cfg = load::Config {
@@ -144,7 +152,7 @@ fn real_main() -> Result<()> {
 
 const USAGE: &str = "\
 usage:
-  loadgen wait-ready --addr HOST:PORT [--timeout S]
+  loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID]
   loadgen run --addr HOST:PORT [--conns N] [--duration S] [--warmup S] [--dup]
               [--threads N] [--prebuild N] [--keys FILE] [--run-id HEX]
   loadgen verify --keys FILE [--database-url URL]";
