@@ -461,37 +461,44 @@ async fn ensure_tags<'a>(
     Ok(ids)
 }
 
-/// Makes `call_tags` of the given calls exactly the wanted ones, and says which calls'
-/// tags changed; those not already written by the upsert get `updated_at` moved.
+/// Makes `call_tags` of calls that existed before this batch exactly the wanted ones, and
+/// says which calls' tags changed; those the upsert did not already write get `updated_at`
+/// moved. Every access to `call_tags` and `calls` goes through an array of keys (`= ANY`),
+/// so it is an index scan however large the tables grow.
 const SYNC_CALL_TAGS: &str = "
-    WITH batch AS (
-        SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS b(call_sid, at)),
-    wanted AS (
+    WITH wanted AS (
         SELECT * FROM unnest($3::text[], $4::integer[]) AS w(call_sid, tag_id)),
     current AS (
-        SELECT ct.call_sid, ct.tag_id FROM call_tags ct JOIN batch USING (call_sid)),
+        SELECT call_sid, tag_id FROM call_tags WHERE call_sid = ANY($1::text[])),
     changed AS (
         SELECT DISTINCT call_sid FROM (
             (SELECT * FROM wanted EXCEPT SELECT * FROM current)
             UNION ALL
             (SELECT * FROM current EXCEPT SELECT * FROM wanted)) AS diff),
     removed AS (
-        DELETE FROM call_tags ct USING changed ch
-         WHERE ct.call_sid = ch.call_sid
-           AND NOT EXISTS (SELECT 1 FROM wanted w
-                            WHERE w.call_sid = ct.call_sid AND w.tag_id = ct.tag_id)),
+        DELETE FROM call_tags ct
+         WHERE ct.call_sid = ANY (ARRAY(SELECT call_sid FROM changed))
+           AND (ct.call_sid, ct.tag_id) NOT IN (SELECT call_sid, tag_id FROM wanted)),
     added AS (
         INSERT INTO call_tags (call_sid, tag_id)
-        SELECT w.call_sid, w.tag_id FROM wanted w JOIN changed USING (call_sid)
-        ORDER BY 1, 2
+        SELECT call_sid, tag_id FROM wanted
+         WHERE call_sid = ANY (ARRAY(SELECT call_sid FROM changed))
+         ORDER BY 1, 2
         ON CONFLICT DO NOTHING),
     touched AS (
         UPDATE calls c SET updated_at = b.at
-          FROM batch b
-         WHERE c.call_sid = b.call_sid
-           AND b.call_sid IN (SELECT call_sid FROM changed)
-           AND NOT (b.call_sid = ANY($5::text[])))
+          FROM unnest($1::text[], $2::timestamptz[]) AS b(call_sid, at)
+         WHERE c.call_sid = ANY (ARRAY(SELECT call_sid FROM changed))
+           AND c.call_sid = b.call_sid
+           AND NOT (c.call_sid = ANY ($5::text[])))
     SELECT call_sid FROM changed";
+
+/// The tags of calls this batch inserted: they cannot have any yet.
+const INSERT_CALL_TAGS: &str = "
+    INSERT INTO call_tags (call_sid, tag_id)
+    SELECT * FROM unnest($1::text[], $2::integer[]) AS w(call_sid, tag_id)
+     ORDER BY 1, 2
+    ON CONFLICT DO NOTHING";
 
 async fn upsert_calls(
     conn: &mut PgConnection,
@@ -508,26 +515,47 @@ async fn upsert_calls(
     })
     .await?;
 
-    let sids: Vec<&str> = round.iter().map(|(_, c, _)| c.call_sid.as_str()).collect();
-    let ats: Vec<DateTime<Utc>> = round.iter().map(|(_, _, at)| at.last).collect();
-    let (mut tag_sids, mut tag_idents) = (Vec::new(), Vec::new());
-    for (_, c, _) in round {
-        for name in &c.tags {
-            tag_sids.push(c.call_sid.as_str());
-            tag_idents.push(tag_ids[name]);
+    // New calls' tags are plain inserts; calls that were there before need a comparison.
+    let is_new = |c: &CallRecord| written.get(&c.call_sid) == Some(&true);
+    let (mut new_sids, mut new_tags) = (Vec::new(), Vec::new());
+    let (mut old_sids, mut old_ats, mut old_tag_sids, mut old_tags) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (_, c, at) in round {
+        if is_new(c) {
+            for name in &c.tags {
+                new_sids.push(c.call_sid.as_str());
+                new_tags.push(tag_ids[name]);
+            }
+        } else {
+            old_sids.push(c.call_sid.as_str());
+            old_ats.push(at.last);
+            for name in &c.tags {
+                old_tag_sids.push(c.call_sid.as_str());
+                old_tags.push(tag_ids[name]);
+            }
         }
     }
-    let written_sids: Vec<&str> = written.keys().map(String::as_str).collect();
-    let tags_changed: HashSet<String> = sqlx::query_scalar(SYNC_CALL_TAGS)
-        .bind(&sids)
-        .bind(&ats)
-        .bind(&tag_sids)
-        .bind(&tag_idents)
-        .bind(&written_sids)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
+    if !new_sids.is_empty() {
+        sqlx::query(INSERT_CALL_TAGS)
+            .bind(&new_sids)
+            .bind(&new_tags)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut tags_changed = HashSet::new();
+    if !old_sids.is_empty() {
+        let written_sids: Vec<&str> = written.keys().map(String::as_str).collect();
+        tags_changed = sqlx::query_scalar::<_, String>(SYNC_CALL_TAGS)
+            .bind(&old_sids)
+            .bind(&old_ats)
+            .bind(&old_tag_sids)
+            .bind(&old_tags)
+            .bind(&written_sids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+    }
 
     for (i, c, _) in round {
         outcomes[*i] = match written.get(&c.call_sid) {
