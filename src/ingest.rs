@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::metrics::Metrics;
 use crate::payload;
 use crate::spool::{Spool, SpoolError, SpooledEvent};
+use crate::store::writer::TagCache;
 use crate::store::{self, Delivery, Outcome};
 
 /// What became of a submitted delivery.
@@ -53,6 +54,25 @@ impl Default for BatchSettings {
             batch_max: 256,
             workers: 3,
             write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What writing a batch needs.
+#[derive(Clone)]
+pub struct Writer {
+    pub pool: PgPool,
+    /// The longest a batch may take before the database counts as unreachable.
+    pub timeout: Duration,
+    pub tags: Arc<TagCache>,
+}
+
+impl Writer {
+    pub fn new(pool: PgPool, timeout: Duration) -> Writer {
+        Writer {
+            pool,
+            timeout,
+            tags: Arc::default(),
         }
     }
 }
@@ -103,26 +123,19 @@ impl Ingestor {
         let batch_max = settings.batch_max.max(1);
         let (tx, rx) = mpsc::channel::<Job>(batch_max * workers * 4);
         let rx = Arc::new(Mutex::new(rx));
+        let writer = Writer::new(pool, settings.write_timeout);
         let mut writers = JoinSet::new();
         for _ in 0..workers {
             writers.spawn(worker(
-                pool.clone(),
+                writer.clone(),
                 rx.clone(),
                 batch_max,
-                settings.write_timeout,
                 metrics.clone(),
             ));
         }
-        let drainer = spool.clone().map(|s| {
-            tokio::spawn(drain(
-                pool,
-                s,
-                batch_max,
-                settings.write_timeout,
-                schema_ready.clone(),
-                metrics,
-            ))
-        });
+        let drainer = spool
+            .clone()
+            .map(|s| tokio::spawn(drain(writer, s, batch_max, schema_ready.clone(), metrics)));
         let ingestor = Ingestor {
             queue: tx,
             spool,
@@ -180,10 +193,9 @@ async fn to_spool(spool: &Spool, event: SpooledEvent) -> Ack {
 }
 
 async fn worker(
-    pool: PgPool,
+    w: Writer,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     batch_max: usize,
-    timeout: Duration,
     metrics: Arc<Metrics>,
 ) {
     let mut jobs = Vec::with_capacity(batch_max);
@@ -194,10 +206,11 @@ async fn worker(
                 return; // every sender is gone and the queue is empty
             }
         }
+
         let (deliveries, replies): (Vec<Delivery>, Vec<oneshot::Sender<Ack>>) =
             jobs.drain(..).map(|j| (j.delivery, j.reply)).unzip();
         let started = Instant::now();
-        let acks = write(&pool, &deliveries, timeout).await;
+        let acks = write(&w, &deliveries).await;
         metrics.batch_written(deliveries.len(), started.elapsed());
         count_written(&metrics, &deliveries, &acks, false);
         for (reply, ack) in replies.into_iter().zip(acks) {
@@ -216,9 +229,9 @@ fn count_written(metrics: &Metrics, batch: &[Delivery], acks: &[Ack], drained: b
 
 /// Writes a batch, retrying conflicts with concurrent writers; when the batch fails for a
 /// reason of the data, writes its events one by one so that one bad event fails alone.
-pub async fn write(pool: &PgPool, batch: &[Delivery], timeout: Duration) -> Vec<Ack> {
+pub async fn write(w: &Writer, batch: &[Delivery]) -> Vec<Ack> {
     let started = Instant::now();
-    let result = write_retrying(pool, batch, timeout).await;
+    let result = write_retrying(w, batch).await;
     tracing::debug!(
         size = batch.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -237,32 +250,28 @@ pub async fn write(pool: &PgPool, batch: &[Delivery], timeout: Duration) -> Vec<
             tracing::warn!(error = %e, size = batch.len(), "batch failed; writing its events one by one");
             let mut acks = Vec::with_capacity(batch.len());
             for d in batch {
-                acks.extend(Box::pin(write(pool, std::slice::from_ref(d), timeout)).await);
+                acks.extend(Box::pin(write(w, std::slice::from_ref(d))).await);
             }
             acks
         }
         Err(e) => {
             tracing::error!(error = %e, "the database refused an event; keeping it in raw_events");
-            vec![refuse(pool, &batch[0], &e, timeout).await]
+            vec![refuse(w, &batch[0], &e).await]
         }
     }
 }
 
-async fn write_retrying(
-    pool: &PgPool,
-    batch: &[Delivery],
-    timeout: Duration,
-) -> Result<Vec<Outcome>, sqlx::Error> {
+async fn write_retrying(w: &Writer, batch: &[Delivery]) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut attempt = 0;
     loop {
         let attempt_write = async {
-            let mut conn = pool.acquire().await?;
-            store::write_batch(&mut conn, batch).await
+            let mut conn = w.pool.acquire().await?;
+            store::write_batch(&mut conn, batch, &w.tags).await
         };
         // statement_timeout does not help against a database that does not answer at all
         // (a hung host, a cut network): the client gives up too. If the commit did happen,
         // the spooled copy will be a duplicate.
-        let result = tokio::time::timeout(timeout, attempt_write)
+        let result = tokio::time::timeout(w.timeout, attempt_write)
             .await
             .unwrap_or(Err(sqlx::Error::PoolTimedOut));
         match result {
@@ -277,7 +286,7 @@ async fn write_retrying(
 }
 
 /// Keeps an event the database would not take in `raw_events`, with the error.
-async fn refuse(pool: &PgPool, delivery: &Delivery, e: &sqlx::Error, timeout: Duration) -> Ack {
+async fn refuse(w: &Writer, delivery: &Delivery, e: &sqlx::Error) -> Ack {
     let message = format!("the event could not be stored: {e}");
     let mut kept = delivery.clone();
     kept.decoded.reading = crate::event::Reading::Rejected(crate::event::Rejection {
@@ -285,7 +294,7 @@ async fn refuse(pool: &PgPool, delivery: &Delivery, e: &sqlx::Error, timeout: Du
         field: None,
         message: message.clone(),
     });
-    match write_retrying(pool, std::slice::from_ref(&kept), timeout).await {
+    match write_retrying(w, std::slice::from_ref(&kept)).await {
         Ok(_) => Ack::Refused(message),
         Err(e2) if store::is_unavailable(&e2) => Ack::Unavailable(e2.to_string()),
         Err(e2) => {
@@ -298,10 +307,9 @@ async fn refuse(pool: &PgPool, delivery: &Delivery, e: &sqlx::Error, timeout: Du
 /// Writes spooled events to the database, oldest first, as soon as it answers; backs off
 /// while it does not.
 async fn drain(
-    pool: PgPool,
+    w: Writer,
     spool: Spool,
     batch_max: usize,
-    timeout: Duration,
     schema_ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) {
@@ -342,7 +350,7 @@ async fn drain(
                     .collect();
                 loop {
                     let started = Instant::now();
-                    let acks = write(&pool, &deliveries, timeout).await;
+                    let acks = write(&w, &deliveries).await;
                     metrics.batch_written(deliveries.len(), started.elapsed());
                     match acks.iter().find_map(|a| match a {
                         Ack::Unavailable(why) => Some(why.clone()),

@@ -86,6 +86,7 @@ impl Application {
             metrics,
             spool,
             pool,
+            db_runtime: tokio::runtime::Handle::current(),
             token: settings.webhook_token.as_deref().map(Token::new),
             max_body_bytes: settings.max_body_bytes,
         });

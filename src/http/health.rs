@@ -16,15 +16,19 @@ pub async fn healthz() -> HttpResponse {
 /// 200 when the database answers and its schema is the one this build expects, else 503.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let expected = migrate::latest_version();
-    let check = async {
-        let mut conn = state.pool.acquire().await?;
+    let pool = state.pool.clone();
+    let check = state.db_runtime.spawn(async move {
+        let mut conn = pool.acquire().await?;
         migrate::current_version(&mut conn).await
-    };
+    });
     let (ready, detail) = match tokio::time::timeout(Duration::from_secs(2), check).await {
         Err(_) => (false, json!({"database": "no answer within 2 s"})),
-        Ok(Err(e)) => (false, json!({"database": format!("unreachable: {e}")})),
-        Ok(Ok(v)) if v == Some(expected) => (true, json!({"database": "ok", "schema_version": v})),
-        Ok(Ok(v)) => (
+        Ok(Err(e)) => (false, json!({"database": format!("check failed: {e}")})),
+        Ok(Ok(Err(e))) => (false, json!({"database": format!("unreachable: {e}")})),
+        Ok(Ok(Ok(v))) if v == Some(expected) => {
+            (true, json!({"database": "ok", "schema_version": v}))
+        }
+        Ok(Ok(Ok(v))) => (
             false,
             json!({"database": "ok", "schema_version": v, "expected_schema_version": expected}),
         ),

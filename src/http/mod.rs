@@ -24,6 +24,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub spool: Spool,
     pub pool: PgPool,
+    /// The runtime the writers run on. Every database access goes through it: a pooled
+    /// connection stays tied to the runtime that opened it, and one opened on an HTTP
+    /// worker's runtime would be woken late when a writer uses it.
+    pub db_runtime: tokio::runtime::Handle,
     pub token: Option<Token>,
     pub max_body_bytes: usize,
 }

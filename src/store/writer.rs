@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
-use crate::event::{CallRecord, CallStatusRecord, Reading, Record, Warnings};
+use crate::event::{CallRecord, CallStatusRecord, Reading, Record, SmsRecord, Warnings};
 use crate::payload::Decoded;
 
 /// One delivery to write: the body as received, what it was read as, and when it arrived.
@@ -69,24 +69,213 @@ impl Times {
     }
 }
 
-/// Writes a batch in one transaction and says, for each delivery in order, what it did.
-/// Deliveries of the same key in one batch are applied in their order, as if they had come
-/// one after the other.
+/// Writes a batch and says, for each delivery in order, what it did. Deliveries of the same
+/// key in one batch are applied in their order, as if they had come one after the other.
+///
+/// The usual batch (no key twice, no call seen before) is one statement in one round trip:
+/// raw events, new calls with their tags, SMS and status upserts, as data-modifying CTEs of
+/// a single `INSERT`, atomic by itself. Round trips, not CPU, bound a busy writer on a small
+/// machine. Calls that existed already are then updated in a transaction of their own,
+/// which compares their tags under the calls' row locks.
 pub async fn write_batch(
     conn: &mut PgConnection,
     batch: &[Delivery],
+    tags: &TagCache,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    upsert_raw(&mut tx, batch).await?;
-    let outcomes = write_records(
-        &mut tx,
-        batch
-            .iter()
-            .map(|d| (&d.decoded.reading, Times::at(d.received_at))),
-    )
-    .await?;
-    tx.commit().await?;
+    let readings: Vec<(&Reading, Times)> = batch
+        .iter()
+        .map(|d| (&d.decoded.reading, Times::at(d.received_at)))
+        .collect();
+    let sorted = Sorted::new(readings.iter().copied());
+    if sorted.has_repeats() {
+        // A key twice: apply them in rounds, in one transaction.
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        upsert_raw(&mut tx, batch).await?;
+        let outcomes = write_sorted(&mut tx, sorted).await?;
+        tx.commit().await?;
+        return Ok(outcomes);
+    }
+
+    let tag_ids = tags
+        .ids(conn, sorted.calls.iter().flat_map(|(_, c, _)| &c.tags))
+        .await?;
+    let Sorted {
+        mut outcomes,
+        mut calls,
+        mut sms,
+        mut statuses,
+    } = sorted;
+    calls.sort_by(|a, b| a.1.call_sid.cmp(&b.1.call_sid));
+    sms.sort_by(|a, b| a.1.sms_key.cmp(&b.1.sms_key));
+    statuses.sort_by_key(|a| status_key(a.1));
+    let call_rows: Vec<_> = calls
+        .iter()
+        .map(|(_, c, at)| RecordRow::new(*c, &c.warnings, *at))
+        .collect();
+    let (mut link_sids, mut link_tags) = (Vec::new(), Vec::new());
+    for (_, c, _) in &calls {
+        for name in &c.tags {
+            link_sids.push(c.call_sid.as_str());
+            link_tags.push(tag_ids[name]);
+        }
+    }
+    let sms_rows: Vec<_> = sms
+        .iter()
+        .map(|(_, s, at)| RecordRow::new(*s, &s.warnings, *at))
+        .collect();
+    let status_rows: Vec<_> = statuses
+        .iter()
+        .map(|(_, s, at)| RecordRow::new(*s, &s.warnings, *at))
+        .collect();
+
+    let rows = sqlx::query(&FAST_BATCH)
+        .bind(sqlx::types::Json(raw_rows(batch)))
+        .bind(sqlx::types::Json(&call_rows))
+        .bind(&link_sids)
+        .bind(&link_tags)
+        .bind(sqlx::types::Json(&sms_rows))
+        .bind(sqlx::types::Json(&status_rows))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut new_calls = HashSet::new();
+    let mut written: HashMap<String, bool> = HashMap::new();
+    for row in &rows {
+        let table: i32 = row.try_get(0)?;
+        let inserted: bool = row.try_get(4)?;
+        match table {
+            1 => {
+                new_calls.insert(row.try_get::<String, _>(1)?);
+            }
+            2 => {
+                written.insert(row.try_get::<String, _>(1)?, inserted);
+            }
+            3 => {
+                let key = status_key_parts(
+                    &row.try_get::<String, _>(1)?,
+                    &row.try_get::<String, _>(2)?,
+                    row.try_get::<DateTime<Utc>, _>(3)?,
+                );
+                written.insert(key, inserted);
+            }
+            _ => {} // raw events and links: counted only to set the order
+        }
+    }
+    for (i, s, _) in &sms {
+        outcomes[*i] = decide(written.get(&s.sms_key).copied());
+    }
+    for (i, s, _) in &statuses {
+        outcomes[*i] = decide(written.get(&status_key(s)).copied());
+    }
+    calls.retain(|(i, c, _)| {
+        let new = new_calls.contains(&c.call_sid);
+        if new {
+            outcomes[*i] = Outcome::Stored;
+        }
+        !new
+    });
+    if !calls.is_empty() {
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        upsert_calls(&mut tx, &calls, &tag_ids, &mut outcomes).await?;
+        tx.commit().await?;
+    }
     Ok(outcomes)
+}
+
+/// The readings of a batch, by table, with the index of each in the batch.
+struct Sorted<'a> {
+    /// Decided here for the kinds without a table; placeholders for the others.
+    outcomes: Vec<Outcome>,
+    calls: Vec<(usize, &'a CallRecord, Times)>,
+    sms: Vec<(usize, &'a SmsRecord, Times)>,
+    statuses: Vec<(usize, &'a CallStatusRecord, Times)>,
+}
+
+impl<'a> Sorted<'a> {
+    fn new(readings: impl Iterator<Item = (&'a Reading, Times)>) -> Self {
+        let mut sorted = Sorted {
+            outcomes: Vec::new(),
+            calls: Vec::new(),
+            sms: Vec::new(),
+            statuses: Vec::new(),
+        };
+        for (i, (reading, at)) in readings.enumerate() {
+            sorted.outcomes.push(match reading {
+                Reading::Record(Record::Call(c)) => {
+                    sorted.calls.push((i, c, at));
+                    Outcome::Stored // decided when written
+                }
+                Reading::Record(Record::Sms(s)) => {
+                    sorted.sms.push((i, s, at));
+                    Outcome::Stored
+                }
+                Reading::Record(Record::CallStatus(s)) => {
+                    sorted.statuses.push((i, s, at));
+                    Outcome::Stored
+                }
+                Reading::Test => Outcome::Test,
+                Reading::Unknown => Outcome::Archived,
+                Reading::Rejected(_) => Outcome::Rejected,
+            });
+        }
+        sorted
+    }
+
+    /// Whether some key comes more than once.
+    fn has_repeats(&self) -> bool {
+        fn repeats<T, K: Eq + std::hash::Hash>(items: &[T], key: impl Fn(&T) -> K) -> bool {
+            let mut seen = HashSet::with_capacity(items.len());
+            !items.iter().all(|i| seen.insert(key(i)))
+        }
+        repeats(&self.calls, |(_, c, _)| c.call_sid.clone())
+            || repeats(&self.sms, |(_, s, _)| s.sms_key.clone())
+            || repeats(&self.statuses, |(_, s, _)| status_key(s))
+    }
+}
+
+/// Tag names and their ids, which never change once committed (tags are never deleted):
+/// after the first few batches, a batch needs no statement for its tags.
+#[derive(Default)]
+pub struct TagCache(std::sync::RwLock<HashMap<String, i32>>);
+
+impl TagCache {
+    /// Bounds the memory a flood of distinct names could take; past it, misses are asked
+    /// of the database each time.
+    const MAX: usize = 10_000;
+
+    async fn ids<'a>(
+        &self,
+        conn: &mut PgConnection,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Result<HashMap<String, i32>, sqlx::Error> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.0.read().expect("the tag cache lock is never poisoned");
+            for name in names {
+                match cache.get(name) {
+                    Some(id) => {
+                        found.insert(name.clone(), *id);
+                    }
+                    None => missing.push(name),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            // Its own statement, committed at once: only committed ids may be cached.
+            let fetched = ensure_tags(conn, missing.into_iter()).await?;
+            let mut cache = self
+                .0
+                .write()
+                .expect("the tag cache lock is never poisoned");
+            for (name, id) in &fetched {
+                if cache.len() < Self::MAX {
+                    cache.insert(name.clone(), *id);
+                }
+            }
+            found.extend(fetched);
+        }
+        Ok(found)
+    }
 }
 
 /// Writes the normalized rows of readings (not `raw_events`): the part `replay` re-derives.
@@ -95,30 +284,19 @@ pub async fn write_records<'a>(
     conn: &mut PgConnection,
     readings: impl Iterator<Item = (&'a Reading, Times)>,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut outcomes = Vec::new();
-    let mut calls = Vec::new();
-    let mut sms = Vec::new();
-    let mut statuses = Vec::new();
-    for (i, (reading, at)) in readings.enumerate() {
-        outcomes.push(match reading {
-            Reading::Record(Record::Call(c)) => {
-                calls.push((i, c, at));
-                Outcome::Stored // decided below
-            }
-            Reading::Record(Record::Sms(s)) => {
-                sms.push((i, s, at));
-                Outcome::Stored
-            }
-            Reading::Record(Record::CallStatus(s)) => {
-                statuses.push((i, s, at));
-                Outcome::Stored
-            }
-            Reading::Test => Outcome::Test,
-            Reading::Unknown => Outcome::Archived,
-            Reading::Rejected(_) => Outcome::Rejected,
-        });
-    }
+    write_sorted(conn, Sorted::new(readings)).await
+}
 
+async fn write_sorted(
+    conn: &mut PgConnection,
+    sorted: Sorted<'_>,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let Sorted {
+        mut outcomes,
+        calls,
+        sms,
+        statuses,
+    } = sorted;
     if !calls.is_empty() {
         let tag_ids = ensure_tags(conn, calls.iter().flat_map(|(_, c, _)| &c.tags)).await?;
         for round in rounds(&calls, |(_, c, _)| c.call_sid.as_str()) {
@@ -226,24 +404,31 @@ struct RawRow<'a> {
     deliveries: i32,
 }
 
-static UPSERT_RAW: &str = "
-    INSERT INTO raw_events AS r
-           (kind, body_sha256, payload, body, body_bytes, content_type, error,
-            received_at, last_received_at, deliveries)
-    SELECT kind, decode(sha256, 'hex'), payload, body, decode(body_hex, 'hex'), content_type,
-           error, first_at, last_at, deliveries
-      FROM json_to_recordset($1::json) AS x(
-           kind text, sha256 text, payload jsonb, body text, body_hex text, content_type text,
-           error text, first_at timestamptz, last_at timestamptz, deliveries integer)
-    ON CONFLICT (body_sha256) DO UPDATE
-       SET last_received_at = greatest(r.last_received_at, excluded.last_received_at),
-           received_at      = least(r.received_at, excluded.received_at),
-           deliveries       = r.deliveries + excluded.deliveries,
-           kind             = excluded.kind,
-           error            = excluded.error";
-
 /// Keeps every delivery in `raw_events`: identical bytes are one row whose count grows.
-async fn upsert_raw(conn: &mut PgConnection, batch: &[Delivery]) -> Result<(), sqlx::Error> {
+fn raw_upsert_sql(param: usize) -> String {
+    format!(
+        "INSERT INTO raw_events AS r
+               (kind, body_sha256, payload, body, body_bytes, content_type, error,
+                received_at, last_received_at, deliveries)
+        SELECT kind, decode(sha256, 'hex'), payload, body, decode(body_hex, 'hex'),
+               content_type, error, first_at, last_at, deliveries
+          FROM json_to_recordset(${param}::json) AS x(
+               kind text, sha256 text, payload jsonb, body text, body_hex text,
+               content_type text, error text, first_at timestamptz, last_at timestamptz,
+               deliveries integer)
+        ON CONFLICT (body_sha256) DO UPDATE
+           SET last_received_at = greatest(r.last_received_at, excluded.last_received_at),
+               received_at      = least(r.received_at, excluded.received_at),
+               deliveries       = r.deliveries + excluded.deliveries,
+               kind             = excluded.kind,
+               error            = excluded.error"
+    )
+}
+
+static UPSERT_RAW: LazyLock<String> = LazyLock::new(|| raw_upsert_sql(1));
+
+/// One row per distinct body, sorted by digest (the lock order).
+fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
     let mut by_sha: BTreeMap<[u8; 32], RawRow> = BTreeMap::new();
     for d in batch {
         let dec = &d.decoded;
@@ -267,9 +452,12 @@ async fn upsert_raw(conn: &mut PgConnection, batch: &[Delivery]) -> Result<(), s
                 deliveries: 1,
             });
     }
-    let rows: Vec<RawRow> = by_sha.into_values().collect();
-    sqlx::query(UPSERT_RAW)
-        .bind(sqlx::types::Json(&rows))
+    by_sha.into_values().collect()
+}
+
+async fn upsert_raw(conn: &mut PgConnection, batch: &[Delivery]) -> Result<(), sqlx::Error> {
+    sqlx::query(&UPSERT_RAW)
+        .bind(sqlx::types::Json(raw_rows(batch)))
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -333,7 +521,13 @@ const STATUS_COLUMNS: &[(&str, &str)] = &[
 
 /// Builds the upsert of one table from its key and value columns. Only names from the
 /// constants above go into the text: values are always bound.
-fn upsert_sql(table: &str, key: &[(&str, &str)], values: &[(&str, &str)]) -> String {
+fn upsert_parts(
+    table: &str,
+    key: &[(&str, &str)],
+    values: &[(&str, &str)],
+    input_name: &str,
+    param: usize,
+) -> UpsertSql {
     let names = |cols: &[(&str, &str)], prefix: &str| {
         cols.iter()
             .map(|(n, _)| format!("{prefix}{n}"))
@@ -354,16 +548,18 @@ fn upsert_sql(table: &str, key: &[(&str, &str)], values: &[(&str, &str)]) -> Str
     // A new row's times are its first delivery's; a changed row's `updated_at` is the
     // delivery that changed it (looked up in the input: `excluded` has table columns only),
     // and `received_at` can only move earlier (a replay meeting an older delivery late).
-    format!(
-        "WITH input AS (
-             SELECT * FROM json_to_recordset($1::json)
-                 AS x({record_type}, first_at timestamptz, last_at timestamptz))
-         INSERT INTO {table} AS t ({all_names}, received_at, updated_at)
-         SELECT {all_names}, first_at, first_at FROM input
+    let input = format!(
+        "{input_name} AS (
+             SELECT * FROM json_to_recordset(${param}::json)
+                 AS x({record_type}, first_at timestamptz, last_at timestamptz))"
+    );
+    let insert = format!(
+        "INSERT INTO {table} AS t ({all_names}, received_at, updated_at)
+         SELECT {all_names}, first_at, first_at FROM {input_name}
          ON CONFLICT ({key_names}) DO UPDATE
             SET ({value_names}, updated_at, received_at) =
                 ({excluded_values},
-                 (SELECT i.last_at FROM input i WHERE {key_match} LIMIT 1),
+                 (SELECT i.last_at FROM {input_name} i WHERE {key_match} LIMIT 1),
                  least(t.received_at, excluded.received_at))
           WHERE ({old_values}) IS DISTINCT FROM ({excluded_values})
          RETURNING {returned_keys}, (t.xmax = 0) AS inserted",
@@ -373,23 +569,87 @@ fn upsert_sql(table: &str, key: &[(&str, &str)], values: &[(&str, &str)]) -> Str
         excluded_values = names(values, "excluded."),
         old_values = names(values, "t."),
         returned_keys = names(key, "t."),
-    )
+    );
+    UpsertSql { input, insert }
 }
 
-static UPSERT_CALLS: LazyLock<String> =
-    LazyLock::new(|| upsert_sql("calls", &[("call_sid", "text")], CALL_COLUMNS));
-static UPSERT_SMS: LazyLock<String> =
-    LazyLock::new(|| upsert_sql("sms", &[("sms_key", "text")], SMS_COLUMNS));
-static UPSERT_STATUS: LazyLock<String> = LazyLock::new(|| {
-    upsert_sql(
-        "call_status",
-        &[
-            ("call_sid", "text"),
-            ("status", "text"),
-            ("occurred_at", "timestamptz"),
-        ],
-        STATUS_COLUMNS,
+/// One table's upsert: the CTE that unpacks its rows, and the `INSERT` itself.
+struct UpsertSql {
+    input: String,
+    insert: String,
+}
+
+impl UpsertSql {
+    fn standalone(&self) -> String {
+        format!("WITH {} {}", self.input, self.insert)
+    }
+}
+
+const CALL_KEY: &[(&str, &str)] = &[("call_sid", "text")];
+const SMS_KEY: &[(&str, &str)] = &[("sms_key", "text")];
+const STATUS_KEY: &[(&str, &str)] = &[
+    ("call_sid", "text"),
+    ("status", "text"),
+    ("occurred_at", "timestamptz"),
+];
+
+/// The one-statement batch (see [`write_batch`]): $1 raw rows, $2 call rows, $3/$4 the
+/// calls' tag links, $5 SMS rows, $6 status rows. New calls are inserted (`DO NOTHING`):
+/// the returned ones are new, and get their tags; the others existed and are left to the
+/// transaction that follows.
+static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
+    let calls = upsert_parts("calls", CALL_KEY, CALL_COLUMNS, "calls_in", 2);
+    let sms = upsert_parts("sms", SMS_KEY, SMS_COLUMNS, "sms_in", 5);
+    let status = upsert_parts("call_status", STATUS_KEY, STATUS_COLUMNS, "status_in", 6);
+    let call_names = CALL_KEY
+        .iter()
+        .chain(CALL_COLUMNS)
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH raw AS ({raw} RETURNING 1),
+         {calls_in},
+         calls_new AS (
+             INSERT INTO calls ({call_names}, received_at, updated_at)
+             SELECT {call_names}, first_at, first_at FROM calls_in
+             ON CONFLICT (call_sid) DO NOTHING
+             RETURNING call_sid),
+         links AS (
+             INSERT INTO call_tags (call_sid, tag_id)
+             SELECT l.call_sid, l.tag_id
+               FROM unnest($3::text[], $4::integer[]) AS l(call_sid, tag_id)
+               JOIN calls_new USING (call_sid)
+              ORDER BY 1, 2
+             ON CONFLICT DO NOTHING
+             RETURNING 1),
+         {sms_in},
+         sms_up AS ({sms_insert}),
+         {status_in},
+         status_up AS ({status_insert})
+         -- The branches run in this order, and so take their row locks table after table
+         -- in the same order as every other write path: no deadlock between them.
+         SELECT 0 AS tbl, NULL::text AS a, NULL::text AS b, NULL::timestamptz AS c,
+                count(*) > 0 AS inserted FROM raw
+         UNION ALL SELECT 1, call_sid, NULL, NULL, true FROM calls_new
+         UNION ALL SELECT 4, NULL, NULL, NULL, count(*) > 0 FROM links
+         UNION ALL SELECT 2, sms_key, NULL, NULL, inserted FROM sms_up
+         UNION ALL SELECT 3, call_sid, status, occurred_at, inserted FROM status_up",
+        raw = raw_upsert_sql(1),
+        calls_in = calls.input,
+        sms_in = sms.input,
+        sms_insert = sms.insert,
+        status_in = status.input,
+        status_insert = status.insert,
     )
+});
+
+static UPSERT_CALLS: LazyLock<String> =
+    LazyLock::new(|| upsert_parts("calls", CALL_KEY, CALL_COLUMNS, "input", 1).standalone());
+static UPSERT_SMS: LazyLock<String> =
+    LazyLock::new(|| upsert_parts("sms", SMS_KEY, SMS_COLUMNS, "input", 1).standalone());
+static UPSERT_STATUS: LazyLock<String> = LazyLock::new(|| {
+    upsert_parts("call_status", STATUS_KEY, STATUS_COLUMNS, "input", 1).standalone()
 });
 
 /// One row for `json_to_recordset`: the record's own fields, its warnings (`NULL` when
