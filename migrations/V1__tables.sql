@@ -136,7 +136,6 @@ CREATE TABLE sms (
     parse_warnings jsonb
 );
 CREATE INDEX sms_logged_at_idx ON sms (logged_at);
-CREATE INDEX sms_agent_email_logged_at_idx ON sms (agent_email, logged_at);
 
 COMMENT ON TABLE sms IS 'One row per SMS message logged by CallHippo.';
 COMMENT ON COLUMN sms.id IS 'Surrogate key.';
@@ -169,9 +168,9 @@ CREATE TABLE call_status (
     received_at    timestamptz NOT NULL,
     updated_at     timestamptz NOT NULL,
     parse_warnings jsonb,
+    -- Also the index for a call's status events (the usual query, and call_history's).
     UNIQUE (call_sid, status, occurred_at)
 );
-CREATE INDEX call_status_occurred_at_idx ON call_status (occurred_at);
 
 COMMENT ON TABLE call_status IS 'One row per call status notification. Not tied to calls by a foreign key: status events usually arrive before the call''s log. Order by occurred_at, never by arrival.';
 COMMENT ON COLUMN call_status.id IS 'Surrogate key.';

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,13 @@ pub struct Config {
     pub prebuild: usize,
     pub keys: Option<String>,
     pub run_id: u32,
+    /// The run ends as soon as this file exists (checked every 50 ms), or at the deadline.
+    pub stop_file: Option<String>,
+    /// A connection that cannot connect at the start keeps trying (the server may be down or
+    /// restarting) instead of failing the run.
+    pub keep_going: bool,
+    /// A request without an answer after this long counts as a transport error (`timeouts`).
+    pub request_timeout: Option<Duration>,
 }
 
 const PATH: &str = "/webhooks/callhippo";
@@ -56,6 +64,10 @@ struct ConnStats {
     total_requests: u64,
     codes: BTreeMap<u16, u64>,
     words: [u64; WORDS.len() + 1],
+    /// Answers of the whole run, warm-up and tail included.
+    codes_all: BTreeMap<u16, u64>,
+    words_all: [u64; WORDS.len() + 1],
+    timeouts: u64,
     events: Vec<Event>,
     acked: Vec<bool>,
     sent_unique: usize,
@@ -74,9 +86,17 @@ async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-/// `GET /readyz` until it answers 200; gives up early when process `pid` has exited.
-pub async fn wait_ready(addr: &str, timeout: Duration, pid: Option<u32>) -> Result<()> {
-    let until = Instant::now() + timeout;
+/// `GET path` until it answers 200 (and, with `drained`, until the body says the spool holds
+/// no event: `"spool":{"events":0,…}`); gives up early when process `pid` has exited.
+pub async fn wait_until(
+    addr: &str,
+    path: &str,
+    drained: bool,
+    timeout: Duration,
+    pid: Option<u32>,
+) -> Result<()> {
+    let started = Instant::now();
+    let until = started + timeout;
     let mut last;
     loop {
         let attempt = async {
@@ -85,7 +105,7 @@ pub async fn wait_ready(addr: &str, timeout: Duration, pid: Option<u32>) -> Resu
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let req = Request::get("/readyz")
+            let req = Request::get(path)
                 .header(HOST, addr)
                 .body(Empty::<Bytes>::new())?;
             let resp = sender.send_request(req).await?;
@@ -94,23 +114,45 @@ pub async fn wait_ready(addr: &str, timeout: Duration, pid: Option<u32>) -> Resu
             anyhow::Ok((code, String::from_utf8_lossy(&body).into_owned()))
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok((200, _))) => return Ok(()),
+            Ok(Ok((200, _))) if !drained => return Ok(()),
+            Ok(Ok((200, body))) if spool_events(&body) == Some(0) => {
+                println!(
+                    "loadgen: {addr}{path} 200 with an empty spool after {:.1}s: {body}",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
             Ok(Ok((code, body))) => last = format!("{code} {body}"),
             Ok(Err(e)) => last = format!("{e:#}"),
             Err(_) => last = "timed out".into(),
         }
         if Instant::now() >= until {
-            bail!("{addr}/readyz not 200 after {timeout:?}: {last}");
+            bail!(
+                "{addr}{path} not 200{} after {timeout:?}: {last}",
+                if drained { " with an empty spool" } else { "" }
+            );
         }
         if let Some(pid) = pid {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
             if matches!(state, None | Some('Z') | Some('X')) {
-                bail!("process {pid} exited before {addr}/readyz answered 200 ({last})");
+                bail!("process {pid} exited before {addr}{path} answered 200 ({last})");
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The spool's depth in events from a `/readyz` body (`"spool":{"events":N,…}`).
+fn spool_events(body: &str) -> Option<u64> {
+    let spool = &body[body.find("\"spool\"")?..];
+    let rest = &spool[spool.find("\"events\":")? + "\"events\":".len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
 }
 
 /// The answer's `status` word, read without a JSON parser.
@@ -128,18 +170,26 @@ fn word_index(body: &[u8]) -> usize {
     WORDS.len()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn connection(
-    conn_id: usize,
+/// What every connection of a run shares.
+struct Shared {
     addr: Arc<str>,
-    events: Vec<Event>,
-    mut gen: Gen,
     dup: bool,
     warmup: Duration,
     duration: Duration,
+    keep_going: bool,
+    request_timeout: Option<Duration>,
+    stop: Arc<AtomicBool>,
+}
+
+async fn connection(
+    conn_id: usize,
+    sh: Arc<Shared>,
+    events: Vec<Event>,
+    mut gen: Gen,
     ready: mpsc::Sender<Result<()>>,
     mut start: watch::Receiver<Option<Instant>>,
 ) -> ConnStats {
+    let (addr, dup, warmup, duration) = (sh.addr.clone(), sh.dup, sh.warmup, sh.duration);
     let mut st = ConnStats {
         hist: Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds"),
         ok: 0,
@@ -150,6 +200,9 @@ async fn connection(
         total_requests: 0,
         codes: BTreeMap::new(),
         words: [0; WORDS.len() + 1],
+        codes_all: BTreeMap::new(),
+        words_all: [0; WORDS.len() + 1],
+        timeouts: 0,
         acked: vec![false; events.len()],
         events,
         sent_unique: 0,
@@ -158,7 +211,13 @@ async fn connection(
     let mut sender = match connect(&addr).await {
         Ok(s) => {
             let _ = ready.send(Ok(())).await;
-            s
+            Some(s)
+        }
+        Err(e) if sh.keep_going => {
+            st.errors += 1;
+            st.first_error = Some(format!("{e:#}"));
+            let _ = ready.send(Ok(())).await;
+            None
         }
         Err(e) => {
             let _ = ready.send(Err(e)).await;
@@ -176,9 +235,21 @@ async fn connection(
     let host = addr.to_string();
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline || sh.stop.load(Ordering::Relaxed) {
             break;
         }
+        let tx = match sender.as_mut() {
+            Some(s) => s,
+            None => match connect(&addr).await {
+                Ok(s) => sender.insert(s),
+                Err(_) => {
+                    // Refused or reset: the server is down or restarting. Try again shortly.
+                    st.errors += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
         let idx = if dup && st.sent_unique > 0 && rng.below(2) == 0 {
             st.dup_sent += 1;
             rng.below(st.sent_unique as u64) as usize
@@ -199,13 +270,22 @@ async fn connection(
         st.total_requests += 1;
         let sent_at = Instant::now();
         let answer = async {
-            sender.ready().await?;
-            let resp = sender.send_request(req).await?;
+            tx.ready().await?;
+            let resp = tx.send_request(req).await?;
             let code = resp.status().as_u16();
             let body = resp.into_body().collect().await?.to_bytes();
             anyhow::Ok((code, body))
-        }
-        .await;
+        };
+        let answer = match sh.request_timeout {
+            None => answer.await,
+            Some(t) => match tokio::time::timeout(t, answer).await {
+                Ok(a) => a,
+                Err(_) => {
+                    st.timeouts += 1;
+                    Err(anyhow::anyhow!("no answer within {t:?}"))
+                }
+            },
+        };
         let done = Instant::now();
         let in_window = sent_at >= from && done <= deadline;
         match answer {
@@ -214,6 +294,8 @@ async fn connection(
                 if good {
                     st.acked[idx] = true;
                 }
+                *st.codes_all.entry(code).or_default() += 1;
+                st.words_all[word_index(&body)] += 1;
                 if in_window {
                     let us = done.duration_since(sent_at).as_micros() as u64;
                     let _ = st.hist.record(us.max(1));
@@ -237,20 +319,9 @@ async fn connection(
                 if st.first_error.is_none() {
                     st.first_error = Some(format!("{e:#}"));
                 }
-                // The connection is gone: open another one.
-                loop {
-                    if Instant::now() >= deadline {
-                        return st;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    match connect(&addr).await {
-                        Ok(s) => {
-                            sender = s;
-                            break;
-                        }
-                        Err(_) => st.errors += 1,
-                    }
-                }
+                // The connection is gone: the next turn of the loop opens another one.
+                sender = None;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
@@ -316,19 +387,34 @@ pub async fn run(cfg: Config) -> Result<()> {
         built.elapsed().as_secs_f64()
     );
 
-    let addr: Arc<str> = Arc::from(cfg.addr.as_str());
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = cfg.stop_file.clone().map(|path| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !std::path::Path::new(&path).exists() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            stop.store(true, Ordering::Relaxed);
+        })
+    });
+    let shared = Arc::new(Shared {
+        addr: Arc::from(cfg.addr.as_str()),
+        dup: cfg.dup,
+        warmup: cfg.warmup,
+        duration: cfg.duration,
+        keep_going: cfg.keep_going,
+        request_timeout: cfg.request_timeout,
+        stop: stop.clone(),
+    });
     let (ready_tx, mut ready_rx) = mpsc::channel(cfg.conns);
     let (start_tx, start_rx) = watch::channel(None);
     let mut tasks = Vec::with_capacity(cfg.conns);
     for (c, (events, g)) in prepared.into_iter().enumerate() {
         tasks.push(tokio::spawn(connection(
             c,
-            addr.clone(),
+            shared.clone(),
             events,
             g,
-            cfg.dup,
-            cfg.warmup,
-            cfg.duration,
             ready_tx.clone(),
             start_rx.clone(),
         )));
@@ -351,11 +437,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(&me) - cpu0;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    let stopped_early = stop.load(Ordering::Relaxed);
 
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let (mut ok, mut non2xx, mut errors, mut dup_sent, mut late, mut requests) = (0, 0, 0, 0, 0, 0);
     let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
     let mut words = [0u64; WORDS.len() + 1];
+    let mut codes_all: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut words_all = [0u64; WORDS.len() + 1];
+    let (mut timeouts, mut sent) = (0u64, 0u64);
     let mut first_error = None;
     for s in &all {
         hist.add(&s.hist)?;
@@ -371,6 +464,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         for (i, w) in s.words.iter().enumerate() {
             words[i] += w;
         }
+        for (k, v) in &s.codes_all {
+            *codes_all.entry(*k).or_default() += v;
+        }
+        for (i, w) in s.words_all.iter().enumerate() {
+            words_all[i] += w;
+        }
+        timeouts += s.timeouts;
+        sent += s.sent_unique as u64;
         if first_error.is_none() {
             first_error = s.first_error.clone();
         }
@@ -386,6 +487,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         None => Box::new(std::io::sink()),
     };
     writeln!(out, "# run {:08x}", cfg.run_id)?;
+    // Distinct bodies sent (acknowledged or not): `raw_events` can hold no more of this run.
+    writeln!(out, "# sent {sent}")?;
     for s in &all {
         for (i, e) in s.events[..s.sent_unique].iter().enumerate() {
             if !s.acked[i] {
@@ -411,7 +514,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     out.flush()?;
 
-    let d = cfg.duration.as_secs_f64();
+    // The measured window: shorter than --duration when the stop file ended the run early.
+    let d = if stopped_early {
+        (wall - cfg.warmup.as_secs_f64()).max(1e-3)
+    } else {
+        cfg.duration.as_secs_f64()
+    };
     let rate = ok as f64 / d;
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
     println!(
@@ -466,13 +574,33 @@ pub async fn run(cfg: Config) -> Result<()> {
         wall,
         100.0 * cpu / wall
     );
+    let all_list: Vec<String> = codes_all.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let all_of = |lo: u16, hi: u16| -> u64 {
+        codes_all
+            .iter()
+            .filter(|(k, _)| (lo..=hi).contains(*k))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let (all_200, all_202) = (all_of(200, 200), all_of(202, 202));
+    let (c4xx, c503) = (all_of(400, 499), all_of(503, 503));
+    let c5xx_other = all_of(500, 599) - c503;
+    let other_2xx = all_of(200, 299) - all_200 - all_202;
+    let queued = words_all[5];
+    println!(
+        "loadgen: whole run ({wall:.1}s{}): answers: {} | queued={queued} | transport errors={errors} \
+         (of which timeouts={timeouts}) | distinct bodies sent={sent}",
+        if stopped_early { ", ended by the stop file" } else { "" },
+        if all_list.is_empty() { "none".to_string() } else { all_list.join(" ") },
+    );
     if let Some(e) = &first_error {
         println!("loadgen: first failure: {e}");
     }
     println!(
         "RESULT conns={} duration={} dup={} requests={} rps={:.0} ok={} non2xx={} errors={} p50_ms={:.2} \
          p90_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2} acked_calls={} acked_sms={} \
-         acked_status={} unacked={} dup_sent={} loadgen_cpu_pct={:.0}",
+         acked_status={} unacked={} dup_sent={} loadgen_cpu_pct={:.0} sent={} all_200={} all_202={} \
+         all_2xx_other={} queued={} c4xx={} c503={} c5xx_other={} timeouts={} wall_s={:.1}",
         cfg.conns,
         d,
         cfg.dup as u8,
@@ -491,7 +619,17 @@ pub async fn run(cfg: Config) -> Result<()> {
         a_status,
         unacked,
         dup_sent,
-        100.0 * cpu / wall
+        100.0 * cpu / wall,
+        sent,
+        all_200,
+        all_202,
+        other_2xx,
+        queued,
+        c4xx,
+        c503,
+        c5xx_other,
+        timeouts,
+        wall
     );
     Ok(())
 }
@@ -507,5 +645,16 @@ mod tests {
         assert_eq!(word_index(br#"{"status":"queued"}"#), 5);
         assert_eq!(word_index(br#"{"status":"weird"}"#), WORDS.len());
         assert_eq!(word_index(b"not json"), WORDS.len());
+    }
+
+    #[test]
+    fn reads_the_spool_depth() {
+        let ready = r#"{"status":"ready","spool":{"events":0,"bytes":0},"database":"ok"}"#;
+        assert_eq!(spool_events(ready), Some(0));
+        assert_eq!(
+            spool_events(r#"{"spool":{"bytes":10,"events":42}}"#),
+            Some(42)
+        );
+        assert_eq!(spool_events(r#"{"status":"ready"}"#), None);
     }
 }

@@ -1,19 +1,23 @@
 //! `loadgen`: the load generator of `bench/run`.
 //!
 //! ```text
-//! loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID]
+//! loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID] [--path P] [--drained]
 //! loadgen run --addr HOST:PORT [--conns N] [--duration S] [--warmup S] [--dup]
 //!             [--threads N] [--prebuild N] [--keys FILE] [--run-id HEX]
-//! loadgen verify --keys FILE --database-url URL
+//!             [--stop-file FILE] [--keep-going] [--request-timeout S]
+//! loadgen verify --keys FILE --database-url URL [--exact]
+//! loadgen hostile --addr HOST:PORT [--max-body-bytes N] [--conns N] [--timeout S]
 //! ```
 //!
 //! `run` opens N keep-alive HTTP/1.1 connections, each sending pre-built webhook bodies one
 //! after the other for the duration, records latencies in an HDR histogram, counts answers by
 //! HTTP status and `status` word, and writes the key of every acknowledged event (200/202) to
 //! `--keys`. `verify` checks that each of those keys is in the tables. Both end with one
-//! `RESULT key=value …` line for scripts.
+//! `RESULT key=value …` line for scripts. `hostile` sends a few hundred malformed bodies and
+//! fails when any gets a 5xx or no answer (`bench/drill`, the reliability drill, uses it).
 
 mod gen;
+mod hostile;
 mod load;
 mod verify;
 
@@ -89,15 +93,41 @@ fn real_main() -> Result<()> {
                 Some(p) => Some(p.parse().context("--pid: a process id")?),
                 None => None,
             };
+            let path = args
+                .take_value("--path")?
+                .unwrap_or_else(|| "/readyz".into());
+            let drained = args.flag("--drained");
             args.finish()?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(load::wait_ready(
+            rt.block_on(load::wait_until(
                 &addr,
+                &path,
+                drained,
                 Duration::from_secs_f64(timeout),
                 pid,
             ))
+        }
+        "hostile" => {
+            let addr = args.take_value("--addr")?.context("--addr is required")?;
+            let max_body: usize = args.num("--max-body-bytes", 262_144)?;
+            let conns: usize = args.num("--conns", 4)?;
+            let timeout: f64 = args.num("--timeout", 40.0)?;
+            args.finish()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let failures = rt.block_on(hostile::run(
+                &addr,
+                max_body,
+                conns.clamp(1, 64),
+                Duration::from_secs_f64(timeout),
+            ))?;
+            if failures > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         "run" => {
             let cfg = load::Config {
@@ -116,6 +146,14 @@ fn real_main() -> Result<()> {
                             .as_nanos();
                         (now as u32) ^ std::process::id().rotate_left(16)
                     }
+                },
+                stop_file: args.take_value("--stop-file")?,
+                keep_going: args.flag("--keep-going"),
+                request_timeout: match args.take_value("--request-timeout")? {
+                    Some(v) => Some(Duration::from_secs_f64(
+                        v.parse().context("--request-timeout: seconds")?,
+                    )),
+                    None => None,
                 },
             };
             let threads: usize = args.num("--threads", 1)?;
@@ -136,12 +174,13 @@ fn real_main() -> Result<()> {
                 None => std::env::var("DATABASE_URL")
                     .context("--database-url or DATABASE_URL is required")?,
             };
+            let exact = args.flag("--exact");
             args.finish()?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let missing = rt.block_on(verify::verify(&keys, &url))?;
-            if missing > 0 {
+            let v = rt.block_on(verify::verify(&keys, &url, exact))?;
+            if v.missing > 0 || (exact && v.not_exact > 0) {
                 std::process::exit(1);
             }
             Ok(())
@@ -152,7 +191,9 @@ fn real_main() -> Result<()> {
 
 const USAGE: &str = "\
 usage:
-  loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID]
+  loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID] [--path /readyz] [--drained]
   loadgen run --addr HOST:PORT [--conns N] [--duration S] [--warmup S] [--dup]
               [--threads N] [--prebuild N] [--keys FILE] [--run-id HEX]
-  loadgen verify --keys FILE [--database-url URL]";
+              [--stop-file FILE] [--keep-going] [--request-timeout S]
+  loadgen verify --keys FILE [--database-url URL] [--exact]
+  loadgen hostile --addr HOST:PORT [--max-body-bytes N] [--conns N] [--timeout S]";
