@@ -36,6 +36,9 @@ pub struct Config {
     pub keep_going: bool,
     /// A request without an answer after this long counts as a transport error (`timeouts`).
     pub request_timeout: Option<Duration>,
+    /// At most this many requests a second over all connections (a steady stream rather than
+    /// as fast as the server answers); 0: no limit.
+    pub rate: f64,
 }
 
 const PATH: &str = "/webhooks/callhippo";
@@ -178,6 +181,9 @@ struct Shared {
     duration: Duration,
     keep_going: bool,
     request_timeout: Option<Duration>,
+    /// Time between two requests of one connection, with `--rate`.
+    interval: Option<Duration>,
+    conns: usize,
     stop: Arc<AtomicBool>,
 }
 
@@ -233,7 +239,21 @@ async fn connection(
     let deadline = from + duration;
     let mut rng = Rng::new(0xD00D ^ conn_id as u64);
     let host = addr.to_string();
+    // With --rate: connections take turns, spread over one interval.
+    let mut next_at = sh
+        .interval
+        .map(|iv| t0 + iv.mul_f64(conn_id as f64 / sh.conns as f64));
     loop {
+        if let (Some(at), Some(iv)) = (next_at.as_mut(), sh.interval) {
+            let now = Instant::now();
+            if *at > now {
+                tokio::time::sleep_until((*at).into()).await;
+            } else if now - *at > Duration::from_secs(1) {
+                // Far behind (the server was away): no burst to catch up.
+                *at = now;
+            }
+            *at += iv;
+        }
         let now = Instant::now();
         if now >= deadline || sh.stop.load(Ordering::Relaxed) {
             break;
@@ -404,6 +424,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         duration: cfg.duration,
         keep_going: cfg.keep_going,
         request_timeout: cfg.request_timeout,
+        interval: (cfg.rate > 0.0).then(|| Duration::from_secs_f64(cfg.conns as f64 / cfg.rate)),
+        conns: cfg.conns,
         stop: stop.clone(),
     });
     let (ready_tx, mut ready_rx) = mpsc::channel(cfg.conns);

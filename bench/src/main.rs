@@ -4,9 +4,9 @@
 //! loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID] [--path P] [--drained]
 //! loadgen run --addr HOST:PORT [--conns N] [--duration S] [--warmup S] [--dup]
 //!             [--threads N] [--prebuild N] [--keys FILE] [--run-id HEX]
-//!             [--stop-file FILE] [--keep-going] [--request-timeout S]
+//!             [--stop-file FILE] [--keep-going] [--request-timeout S] [--rate N]
 //! loadgen verify --keys FILE --database-url URL [--exact]
-//! loadgen hostile --addr HOST:PORT [--max-body-bytes N] [--conns N] [--timeout S]
+//! loadgen hostile --addr HOST:PORT [--max-body-bytes N] [--conns N] [--timeout S] [--verbose]
 //! ```
 //!
 //! `run` opens N keep-alive HTTP/1.1 connections, each sending pre-built webhook bodies one
@@ -114,6 +114,7 @@ fn real_main() -> Result<()> {
             let max_body: usize = args.num("--max-body-bytes", 262_144)?;
             let conns: usize = args.num("--conns", 4)?;
             let timeout: f64 = args.num("--timeout", 40.0)?;
+            let verbose = args.flag("--verbose");
             args.finish()?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -123,6 +124,7 @@ fn real_main() -> Result<()> {
                 max_body,
                 conns.clamp(1, 64),
                 Duration::from_secs_f64(timeout),
+                verbose,
             ))?;
             if failures > 0 {
                 std::process::exit(1);
@@ -155,6 +157,7 @@ fn real_main() -> Result<()> {
                     )),
                     None => None,
                 },
+                rate: args.num("--rate", 0.0)?,
             };
             let threads: usize = args.num("--threads", 1)?;
             args.finish()?;
@@ -194,6 +197,6 @@ usage:
   loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID] [--path /readyz] [--drained]
   loadgen run --addr HOST:PORT [--conns N] [--duration S] [--warmup S] [--dup]
               [--threads N] [--prebuild N] [--keys FILE] [--run-id HEX]
-              [--stop-file FILE] [--keep-going] [--request-timeout S]
+              [--stop-file FILE] [--keep-going] [--request-timeout S] [--rate N]
   loadgen verify --keys FILE [--database-url URL] [--exact]
-  loadgen hostile --addr HOST:PORT [--max-body-bytes N] [--conns N] [--timeout S]";
+  loadgen hostile --addr HOST:PORT [--max-body-bytes N] [--conns N] [--timeout S] [--verbose]";
