@@ -75,11 +75,24 @@ pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
     let date_time = date_time.with_nanosecond_checked(nanos).ok_or_else(err)?;
 
     let offset = parse_offset(offset.trim()).ok_or_else(err)?;
-    offset
+    let t = offset
         .from_local_datetime(&date_time)
         .single()
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(err)
+        .ok_or_else(err)?;
+    in_range(t, raw)
+}
+
+/// Years 1 to 9999: what both RFC 3339 and PostgreSQL read back (PostgreSQL has no year 0).
+fn in_range(t: DateTime<Utc>, raw: &str) -> Result<DateTime<Utc>, String> {
+    if (1..=9999).contains(&chrono::Datelike::year(&t)) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "time out of range (years 1 to 9999): {}",
+            quote(raw)
+        ))
+    }
 }
 
 trait WithNanos: Sized {
@@ -136,7 +149,7 @@ pub fn time_from_epoch(raw: &str) -> Result<DateTime<Utc>, String> {
     } else {
         Utc.timestamp_opt(n, 0).single()
     };
-    t.ok_or_else(err)
+    in_range(t.ok_or_else(err)?, raw)
 }
 
 /// Reads a duration in whole seconds: `MM:SS` (minutes may exceed 59), `HH:MM:SS`, or a
@@ -271,6 +284,12 @@ mod tests {
             let e = parse_time(bad).unwrap_err();
             assert!(e.starts_with("not a time: "), "{bad}: {e}");
         }
+        for outside in ["0000-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00"] {
+            let e = parse_time(outside).unwrap_err();
+            assert!(e.contains("out of range"), "{outside}: {e}");
+        }
+        assert!(parse_time("0001-01-01T00:00:00Z").is_ok());
+        assert!(parse_time("9999-12-31T23:59:59Z").is_ok());
     }
 
     #[test]
@@ -284,6 +303,9 @@ mod tests {
             1589244837688
         );
         assert!(time_from_epoch("1.5").is_err());
+        assert!(time_from_epoch("-99999999999999")
+            .unwrap_err()
+            .contains("out of range"));
     }
 
     #[test]

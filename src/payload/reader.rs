@@ -57,6 +57,10 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "dateTime",
 ];
 
+/// The longest value kept in an indexed column (a B-tree entry holds about 2,700 bytes; no
+/// real key, number, email or tag comes near this).
+pub const MAX_INDEXED_BYTES: usize = 1000;
+
 /// The number the vendor's "test connection" button sends the event to.
 const TEST_NUMBER: &str = "+11111111111";
 
@@ -131,8 +135,8 @@ fn read_call(f: &mut Fields) -> Result<CallRecord, Rejection> {
     Ok(CallRecord {
         call_sid,
         call_type: f.enumerated("callType"),
-        from_number: f.text_or("from", "fromNumber"),
-        to_number: f.text_or("to", "toNumber"),
+        from_number: f.indexed(|f| f.text_or("from", "fromNumber"), "from"),
+        to_number: f.indexed(|f| f.text_or("to", "toNumber"), "to"),
         dial_code: f.text("dialCode"),
         country_name: f.text("countryName"),
         status: f.enumerated("status"),
@@ -144,7 +148,7 @@ fn read_call(f: &mut Fields) -> Result<CallRecord, Rejection> {
         logged_at: f.time("time"),
         started_at: f.time("startTime"),
         ended_at: f.time("endTime"),
-        agent_email: f.email("email"),
+        agent_email: f.indexed(|f| f.email("email"), "email"),
         agent_name: f.text("callerName"),
         admin_email: f.email("adminEmail"),
         note: f.text("note"),
@@ -155,7 +159,7 @@ fn read_call(f: &mut Fields) -> Result<CallRecord, Rejection> {
         reason: f.text("reason"),
         dispositions: f.list("dispositions", Repeats::Keep),
         // A call has a tag once (call_tags' key): repeats are dropped.
-        tags: f.list("tags", Repeats::Drop).unwrap_or_default(),
+        tags: f.tag_names(),
         warnings: std::mem::take(&mut f.warnings),
     })
 }
@@ -356,6 +360,41 @@ impl<'a> Fields<'a> {
         (!names.is_empty()).then_some(names)
     }
 
+    /// Tag names: repeats dropped (call_tags' key), names too long to index dropped with a
+    /// warning.
+    fn tag_names(&mut self) -> Vec<String> {
+        let mut names = self.list("tags", Repeats::Drop).unwrap_or_default();
+        let before = names.len();
+        names.retain(|n| n.len() <= MAX_INDEXED_BYTES);
+        if names.len() < before {
+            self.warn(
+                "tags",
+                format!("a name longer than {MAX_INDEXED_BYTES} bytes was dropped"),
+            );
+        }
+        names
+    }
+
+    /// A value for an indexed column: one too long to index is dropped with a warning.
+    fn indexed(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Option<String>,
+        name: &str,
+    ) -> Option<String> {
+        let value = read(self)?;
+        if value.len() > MAX_INDEXED_BYTES {
+            self.warn(
+                name,
+                format!(
+                    "longer than {MAX_INDEXED_BYTES} bytes ({}): not stored",
+                    value.len()
+                ),
+            );
+            return None;
+        }
+        Some(value)
+    }
+
     /// A key field: its absence, emptiness or unreadability refuses the event.
     fn key_text(&mut self, name: &str, kind: Kind) -> Result<String, Rejection> {
         let reject = |message: String| Rejection {
@@ -367,6 +406,10 @@ impl<'a> Fields<'a> {
             None | Some(Value::Null) => Err(reject(format!("{name} is missing"))),
             Some(v) => match scalar_text(v) {
                 Some(s) if s.is_empty() => Err(reject(format!("{name} is empty"))),
+                Some(s) if s.len() > MAX_INDEXED_BYTES => Err(reject(format!(
+                    "{name} is longer than {MAX_INDEXED_BYTES} bytes ({})",
+                    s.len()
+                ))),
                 Some(s) => Ok(s),
                 None => Err(reject(format!("{name} must be text, got {}", describe(v)))),
             },

@@ -519,3 +519,36 @@ fn sms_key_is_length_prefixed() {
         reader::sms_key("a", "bc", None, t, None)
     );
 }
+
+#[test]
+fn values_postgresql_could_not_index_or_store() {
+    let long = "x".repeat(super::reader::MAX_INDEXED_BYTES + 1);
+    let r = rejected(&with(VENDOR_CALL, "callSid", json!(long)));
+    assert_eq!(r.field.as_deref(), Some("callSid"));
+    assert!(
+        r.message.len() < 100,
+        "the answer does not echo the value: {}",
+        r.message
+    );
+    let r = rejected(&with(VENDOR_STATUS, "status", json!(long)));
+    assert_eq!(r.field.as_deref(), Some("status"));
+    let c = call(&with(
+        &with(
+            &with(VENDOR_CALL, "email", json!(format!("{long}@x.io"))),
+            "from",
+            json!(long),
+        ),
+        "tags",
+        json!(["ok", long]),
+    ));
+    assert_eq!((c.agent_email, c.from_number), (None, None));
+    assert_eq!(c.tags, vec!["ok"]);
+    for field in ["email", "from", "tags"] {
+        assert!(c.warnings.contains_key(field), "{field}: {:?}", c.warnings);
+    }
+    let c = call(&with(VENDOR_CALL, "time", json!("0000-01-01T00:00:00Z")));
+    assert_eq!(c.logged_at, None);
+    assert!(c.warnings["time"].contains("out of range"));
+    let r = rejected(&with(VENDOR_SMS, "time", json!("0000-01-01T00:00:00Z")));
+    assert_eq!(r.field.as_deref(), Some("time"));
+}

@@ -553,3 +553,75 @@ async fn hostile_values_in_every_field_never_get_a_5xx() {
     .await;
     assert_eq!(code, 200, "still serving");
 }
+
+/// Values the reader accepts must be storable: a year-0 time, or text too long for an index,
+/// is a warning (or, in a key, a 422), never a database error.
+#[tokio::test]
+async fn values_beyond_postgresql_limits_are_warnings_not_errors() {
+    let app = spawn_app().await;
+    let long = "x".repeat(3000);
+    for (body, code, field) in [
+        (
+            with(CALL, "time", json!("0000-01-01T00:00:00Z")),
+            200,
+            "time",
+        ),
+        (
+            with(
+                &with(CALL, "callSid", json!("CA-long-email")),
+                "email",
+                json!(format!("{long}@x.io")),
+            ),
+            200,
+            "email",
+        ),
+        (
+            with(
+                &with(CALL, "callSid", json!("CA-long-tag")),
+                "tags",
+                json!(["fine", long]),
+            ),
+            200,
+            "tags",
+        ),
+        (
+            with(
+                &with(CALL, "callSid", json!("CA-long-from")),
+                "from",
+                json!(long),
+            ),
+            200,
+            "from",
+        ),
+        (with(CALL, "callSid", json!(long)), 422, "callSid"),
+        (with(STATUS, "status", json!(long)), 422, "status"),
+        (
+            with(STATUS, "dateTime", json!("0000-01-01T00:00:00Z")),
+            422,
+            "dateTime",
+        ),
+    ] {
+        let (got, a) = app.post(body).await;
+        assert_eq!(got, code, "{field}: {a}");
+        if code == 200 {
+            assert_eq!(a["status"], "stored", "{a}");
+            assert!(a["warnings"][field].is_string(), "{a}");
+        } else {
+            assert_eq!(a["field"], field, "{a}");
+            assert!(
+                a.to_string().len() < 500,
+                "the key is not echoed back whole"
+            );
+        }
+    }
+    assert_eq!(app.count("calls").await, 4);
+    assert_eq!(
+        app.rows("SELECT name FROM tags ORDER BY name COLLATE \"C\"")
+            .await,
+        vec![
+            json!({"name": "Tag1"}),
+            json!({"name": "Tag2"}),
+            json!({"name": "fine"})
+        ]
+    );
+}
