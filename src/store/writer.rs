@@ -82,11 +82,39 @@ pub async fn write_batch(
     batch: &[Delivery],
     tags: &TagCache,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    let readings: Vec<(&Reading, Times)> = batch
+    // The same bytes twice in one batch (a client retrying): the later copy reads the same
+    // and changes nothing, so it is written once and answered as what it is, a duplicate.
+    let mut first_of: HashMap<[u8; 32], usize> = HashMap::with_capacity(batch.len());
+    let copies: Vec<(usize, usize)> = batch
         .iter()
-        .map(|d| (&d.decoded.reading, Times::at(d.received_at)))
+        .enumerate()
+        .filter_map(|(i, d)| match first_of.entry(d.decoded.sha256) {
+            std::collections::hash_map::Entry::Occupied(first) => Some((i, *first.get())),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+                None
+            }
+        })
         .collect();
-    let sorted = Sorted::new(readings.iter().copied());
+    let readings = batch.iter().enumerate().map(|(i, d)| {
+        (first_of[&d.decoded.sha256] == i).then(|| (&d.decoded.reading, Times::at(d.received_at)))
+    });
+    let mut outcomes = write_batch_once(conn, batch, tags, Sorted::new(readings)).await?;
+    for (copy, first) in copies {
+        outcomes[copy] = match outcomes[first] {
+            Outcome::Stored | Outcome::Updated | Outcome::Duplicate => Outcome::Duplicate,
+            same => same,
+        };
+    }
+    Ok(outcomes)
+}
+
+async fn write_batch_once(
+    conn: &mut PgConnection,
+    batch: &[Delivery],
+    tags: &TagCache,
+    sorted: Sorted<'_>,
+) -> Result<Vec<Outcome>, sqlx::Error> {
     if sorted.has_repeats() {
         // A key twice: apply them in rounds, in one transaction.
         let mut tx = sqlx::Connection::begin(conn).await?;
@@ -138,6 +166,7 @@ pub async fn write_batch(
         .fetch_all(&mut *conn)
         .await?;
     let mut new_calls = HashSet::new();
+    let mut same_calls = HashSet::new();
     let mut written: HashMap<String, bool> = HashMap::new();
     for row in &rows {
         let table: i32 = row.try_get(0)?;
@@ -145,6 +174,9 @@ pub async fn write_batch(
         match table {
             1 => {
                 new_calls.insert(row.try_get::<String, _>(1)?);
+            }
+            5 => {
+                same_calls.insert(row.try_get::<String, _>(1)?);
             }
             2 => {
                 written.insert(row.try_get::<String, _>(1)?, inserted);
@@ -167,11 +199,15 @@ pub async fn write_batch(
         outcomes[*i] = decide(written.get(&status_key(s)).copied());
     }
     calls.retain(|(i, c, _)| {
-        let new = new_calls.contains(&c.call_sid);
-        if new {
+        if new_calls.contains(&c.call_sid) {
             outcomes[*i] = Outcome::Stored;
+            false
+        } else if same_calls.contains(&c.call_sid) {
+            outcomes[*i] = Outcome::Duplicate;
+            false
+        } else {
+            true
         }
-        !new
     });
     if !calls.is_empty() {
         let mut tx = sqlx::Connection::begin(conn).await?;
@@ -191,14 +227,20 @@ struct Sorted<'a> {
 }
 
 impl<'a> Sorted<'a> {
-    fn new(readings: impl Iterator<Item = (&'a Reading, Times)>) -> Self {
+    /// `None` stands for a delivery decided elsewhere (a copy of another in the batch); its
+    /// outcome here is a placeholder.
+    fn new(readings: impl Iterator<Item = Option<(&'a Reading, Times)>>) -> Self {
         let mut sorted = Sorted {
             outcomes: Vec::new(),
             calls: Vec::new(),
             sms: Vec::new(),
             statuses: Vec::new(),
         };
-        for (i, (reading, at)) in readings.enumerate() {
+        for (i, reading) in readings.enumerate() {
+            let Some((reading, at)) = reading else {
+                sorted.outcomes.push(Outcome::Duplicate);
+                continue;
+            };
             sorted.outcomes.push(match reading {
                 Reading::Record(Record::Call(c)) => {
                     sorted.calls.push((i, c, at));
@@ -284,7 +326,7 @@ pub async fn write_records<'a>(
     conn: &mut PgConnection,
     readings: impl Iterator<Item = (&'a Reading, Times)>,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    write_sorted(conn, Sorted::new(readings)).await
+    write_sorted(conn, Sorted::new(readings.map(Some))).await
 }
 
 async fn write_sorted(
@@ -528,12 +570,7 @@ fn upsert_parts(
     input_name: &str,
     param: usize,
 ) -> UpsertSql {
-    let names = |cols: &[(&str, &str)], prefix: &str| {
-        cols.iter()
-            .map(|(n, _)| format!("{prefix}{n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = column_list;
     let all: Vec<(&str, &str)> = key.iter().chain(values).copied().collect();
     let record_type = all
         .iter()
@@ -571,6 +608,14 @@ fn upsert_parts(
         returned_keys = names(key, "t."),
     );
     UpsertSql { input, insert }
+}
+
+/// `prefix` + each column name, comma-separated.
+fn column_list(cols: &[(&str, &str)], prefix: &str) -> String {
+    cols.iter()
+        .map(|(n, _)| format!("{prefix}{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One table's upsert: the CTE that unpacks its rows, and the `INSERT` itself.
@@ -623,6 +668,17 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
               ORDER BY 1, 2
              ON CONFLICT DO NOTHING
              RETURNING 1),
+         -- Calls already stored exactly so, tags included (as of this statement's
+         -- snapshot): duplicates, settled here without a transaction of their own.
+         calls_same AS (
+             SELECT i.call_sid
+               FROM calls_in i JOIN calls t USING (call_sid)
+              WHERE ({old_values}) IS NOT DISTINCT FROM ({input_values})
+                AND ARRAY(SELECT ct.tag_id FROM call_tags ct
+                           WHERE ct.call_sid = i.call_sid ORDER BY 1)
+                  = ARRAY(SELECT l.tag_id
+                            FROM unnest($3::text[], $4::integer[]) AS l(call_sid, tag_id)
+                           WHERE l.call_sid = i.call_sid ORDER BY 1)),
          {sms_in},
          sms_up AS ({sms_insert}),
          {status_in},
@@ -633,10 +689,13 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
                 count(*) > 0 AS inserted FROM raw
          UNION ALL SELECT 1, call_sid, NULL, NULL, true FROM calls_new
          UNION ALL SELECT 4, NULL, NULL, NULL, count(*) > 0 FROM links
+         UNION ALL SELECT 5, call_sid, NULL, NULL, false FROM calls_same
          UNION ALL SELECT 2, sms_key, NULL, NULL, inserted FROM sms_up
          UNION ALL SELECT 3, call_sid, status, occurred_at, inserted FROM status_up",
         raw = raw_upsert_sql(1),
         calls_in = calls.input,
+        old_values = column_list(CALL_COLUMNS, "t."),
+        input_values = column_list(CALL_COLUMNS, "i."),
         sms_in = sms.input,
         sms_insert = sms.insert,
         status_in = status.input,
