@@ -672,8 +672,9 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
          -- snapshot): duplicates, settled here without a transaction of their own.
          calls_same AS (
              SELECT i.call_sid
-               FROM calls_in i JOIN calls t USING (call_sid)
-              WHERE ({old_values}) IS NOT DISTINCT FROM ({input_values})
+               FROM calls t JOIN calls_in i USING (call_sid)
+              WHERE t.call_sid = ANY (ARRAY(SELECT call_sid FROM calls_in)) -- index lookups
+                AND ({old_values}) IS NOT DISTINCT FROM ({input_values})
                 AND ARRAY(SELECT ct.tag_id FROM call_tags ct
                            WHERE ct.call_sid = i.call_sid ORDER BY 1)
                   = ARRAY(SELECT l.tag_id
