@@ -204,6 +204,11 @@ impl TestApp {
     }
 }
 
+/// Sends a request and returns the status code and the JSON answer.
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    answer(req.send().await.expect("an answer")).await
+}
+
 pub async fn answer(resp: reqwest::Response) -> (u16, Value) {
     let code = resp.status().as_u16();
     let text = resp.text().await.unwrap();

@@ -73,25 +73,9 @@ async fn counters_move_by_exactly_what_was_posted() {
     assert_eq!(post(without(CALL, "callSid")).await, "rejected");
     assert_eq!(post("not json".into()).await, "rejected");
     // Refused before reading: no token, too large.
-    let (code, _) = answer(
-        app.client
-            .post(app.webhook_url())
-            .body(CALL)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, _) = send(app.client.post(app.webhook_url()).body(CALL)).await;
     assert_eq!(code, 401);
-    let (code, _) = answer(
-        app.client
-            .post(&url)
-            .body("x".repeat(5000))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, _) = send(app.client.post(&url).body("x".repeat(5000))).await;
     assert_eq!(code, 413);
 
     let after = scrape(&app).await;

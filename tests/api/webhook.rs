@@ -298,26 +298,11 @@ async fn token_is_required_when_set() {
     let app = spawn_app_with(|s| s.webhook_token = Some("s3cret".into())).await;
     let url = app.webhook_url();
     let c = &app.client;
-    let (code, a) = answer(c.post(&url).body(CALL).send().await.unwrap()).await;
+    let (code, a) = send(c.post(&url).body(CALL)).await;
     assert_eq!((code, a["status"].as_str()), (401, Some("rejected")));
-    let (code, _) = answer(
-        c.post(format!("{url}?token=wrong"))
-            .body(CALL)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, _) = send(c.post(format!("{url}?token=wrong")).body(CALL)).await;
     assert_eq!(code, 401);
-    let (code, _) = answer(
-        c.post(&url)
-            .bearer_auth("s3cre")
-            .body(CALL)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, _) = send(c.post(&url).bearer_auth("s3cre").body(CALL)).await;
     assert_eq!(code, 401);
     assert_eq!(
         app.count("raw_events").await,
@@ -325,24 +310,9 @@ async fn token_is_required_when_set() {
         "nothing stored without the token"
     );
 
-    let (code, _) = answer(
-        c.post(format!("{url}?token=s3cret"))
-            .body(CALL)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, _) = send(c.post(format!("{url}?token=s3cret")).body(CALL)).await;
     assert_eq!(code, 200);
-    let (code, a) = answer(
-        c.post(&url)
-            .bearer_auth("s3cret")
-            .body(SMS)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, a) = send(c.post(&url).bearer_auth("s3cret").body(SMS)).await;
     assert_eq!(code, 200, "{a}");
     // The vendor's URL check needs no token.
     let (code, _) = answer(c.get(&url).send().await.unwrap()).await;
