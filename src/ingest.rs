@@ -322,6 +322,10 @@ async fn drain(
             continue;
         }
         let segments = match spool.closed_segments().await {
+            Ok(s) if s.is_empty() => {
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "spool: cannot list segments");

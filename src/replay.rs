@@ -102,6 +102,12 @@ pub async fn replay(
         }
 
         let mut tx = pool.begin().await?;
+        // Raw rows first, in digest order: the lock order of live ingestion, so that a
+        // replay running beside serve cannot deadlock with it.
+        sqlx::query("SELECT 1 FROM raw_events WHERE id = ANY($1) ORDER BY body_sha256 FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
         let outcomes =
             write_records(&mut tx, decoded.iter().map(|(d, at)| (&d.reading, *at))).await?;
         let kinds: Vec<&str> = decoded.iter().map(|(d, _)| d.kind().as_str()).collect();

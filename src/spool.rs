@@ -74,6 +74,16 @@ impl Spool {
     /// the appender. Must be called inside a tokio runtime.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
+        // Progress files whose segment is gone (a crash while removing it) would skip the
+        // records of a new segment of the same number.
+        for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "done")
+                && !path.with_extension("spool").exists()
+            {
+                fs::remove_file(&path)?;
+            }
+        }
         let mut events = 0;
         let mut bytes = 0;
         let mut last_seq = 0;
@@ -217,7 +227,12 @@ impl Spool {
 
     /// Records that a segment's events up to `offset` are written (`count` of them).
     pub fn mark_written(&self, path: &Path, offset: u64, count: u64) {
-        self.inner.events.fetch_sub(count, Ordering::SeqCst);
+        let _ = self
+            .inner
+            .events
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(count))
+            });
         // Not fsynced: after a crash, the drainer at worst writes a few events again,
         // which the idempotent upserts absorb.
         if let Err(e) = fs::write(done_path(path), offset.to_string()) {
@@ -228,9 +243,16 @@ impl Spool {
     /// Removes a segment all of whose events are written.
     pub fn remove_segment(&self, path: &Path) -> io::Result<()> {
         let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(path)?;
+        // The progress file first: one left behind by a crash between the two would
+        // otherwise skip records of a later segment that reuses the number.
         let _ = fs::remove_file(done_path(path));
-        self.inner.bytes.fetch_sub(len, Ordering::SeqCst);
+        fs::remove_file(path)?;
+        let _ = self
+            .inner
+            .bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(len))
+            });
         Ok(())
     }
 }
@@ -284,6 +306,7 @@ fn append_and_sync(
     records: &[Vec<u8>],
     rotate: bool,
 ) -> (File, io::Result<()>) {
+    let before = file.metadata().map(|m| m.len());
     let result = (|| {
         if !records.is_empty() {
             let mut buf = Vec::with_capacity(records.iter().map(Vec::len).sum());
@@ -293,15 +316,24 @@ fn append_and_sync(
         }
         Ok(())
     })();
+    // A group that failed part-way (disk full, an I/O error) was answered as failed: cut its
+    // bytes off, and go on in a new segment, so that no acknowledged record ever follows
+    // garbage (reading stops at the first bad record).
+    let failed = result.is_err();
+    if failed {
+        if let Ok(len) = before {
+            let _ = file.set_len(len).and_then(|_| file.sync_data());
+        }
+    }
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if result.is_ok() && size > 0 && (rotate || size >= SEGMENT_BYTES) {
+    if failed || (size > 0 && (rotate || size >= SEGMENT_BYTES)) {
         let next = inner.active_seq.load(Ordering::SeqCst) + 1;
         match open_segment(&inner.dir, next) {
             Ok(new) => {
                 inner.active_seq.store(next, Ordering::SeqCst);
                 return (new, result);
             }
-            Err(e) => return (file, Err(e)),
+            Err(e) => return (file, result.and(Err(e))),
         }
     }
     (file, result)
@@ -519,6 +551,17 @@ mod tests {
         let spool = Spool::open(&dir, 1 << 30).unwrap();
         assert_eq!(spool.depth().events, 2);
         assert_eq!(drain_all(&spool).await, vec![event(2), event(3)]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_orphan_progress_file_skips_nothing() {
+        let dir = temp_dir();
+        // Left by a crash after a segment's removal: it must not apply to a new segment 1.
+        fs::write(dir.join("000000000001.done"), "1000000").unwrap();
+        let spool = Spool::open(&dir, 1 << 30).unwrap();
+        spool.append(&event(0)).await.unwrap();
+        assert_eq!(drain_all(&spool).await, vec![event(0)]);
         fs::remove_dir_all(dir).unwrap();
     }
 

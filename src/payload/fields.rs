@@ -144,7 +144,7 @@ fn parse_offset(s: &str) -> Option<FixedOffset> {
 pub fn time_from_epoch(raw: &str) -> Result<DateTime<Utc>, String> {
     let err = || format!("not a time: {}", quote(raw));
     let n: i64 = raw.trim().parse().map_err(|_| err())?;
-    let t = if n.abs() >= 100_000_000_000 {
+    let t = if n.unsigned_abs() >= 100_000_000_000 {
         Utc.timestamp_millis_opt(n).single()
     } else {
         Utc.timestamp_opt(n, 0).single()
@@ -303,6 +303,7 @@ mod tests {
             1589244837688
         );
         assert!(time_from_epoch("1.5").is_err());
+        assert!(time_from_epoch(&i64::MIN.to_string()).is_err());
         assert!(time_from_epoch("-99999999999999")
             .unwrap_err()
             .contains("out of range"));

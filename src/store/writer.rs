@@ -82,22 +82,27 @@ pub async fn write_batch(
     batch: &[Delivery],
     tags: &TagCache,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
-    // The same bytes twice in one batch (a client retrying): the later copy reads the same
-    // and changes nothing, so it is written once and answered as what it is, a duplicate.
-    let mut first_of: HashMap<[u8; 32], usize> = HashMap::with_capacity(batch.len());
+    // The same bytes (and Content-Type, which decides how they read) twice in one batch: the
+    // later copy reads the same and changes nothing, so it is written once and answered as
+    // what it is, a duplicate.
+    let mut first_of: HashMap<([u8; 32], Option<&str>), usize> =
+        HashMap::with_capacity(batch.len());
     let copies: Vec<(usize, usize)> = batch
         .iter()
         .enumerate()
-        .filter_map(|(i, d)| match first_of.entry(d.decoded.sha256) {
-            std::collections::hash_map::Entry::Occupied(first) => Some((i, *first.get())),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(i);
-                None
-            }
-        })
+        .filter_map(
+            |(i, d)| match first_of.entry((d.decoded.sha256, d.content_type.as_deref())) {
+                std::collections::hash_map::Entry::Occupied(first) => Some((i, *first.get())),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                    None
+                }
+            },
+        )
         .collect();
     let readings = batch.iter().enumerate().map(|(i, d)| {
-        (first_of[&d.decoded.sha256] == i).then(|| (&d.decoded.reading, Times::at(d.received_at)))
+        (first_of[&(d.decoded.sha256, d.content_type.as_deref())] == i)
+            .then(|| (&d.decoded.reading, Times::at(d.received_at)))
     });
     let mut outcomes = write_batch_once(conn, batch, tags, Sorted::new(readings)).await?;
     for (copy, first) in copies {
