@@ -65,8 +65,16 @@ pub struct Times {
 
 impl Times {
     pub fn at(t: DateTime<Utc>) -> Times {
+        let t = micros(t);
         Times { first: t, last: t }
     }
+}
+
+/// PostgreSQL keeps microseconds, and rounds finer text input to the nearest one while a
+/// bound value is truncated: every time the writer sends is cut to microseconds first, so
+/// that comparisons with stored times are exact.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(t, 6)
 }
 
 /// Writes a batch and says, for each delivery in order, what it did. Deliveries of the same
@@ -483,8 +491,8 @@ fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
             .entry(dec.sha256)
             .and_modify(|r| {
                 r.deliveries += 1;
-                r.first_at = r.first_at.min(d.received_at);
-                r.last_at = r.last_at.max(d.received_at);
+                r.first_at = r.first_at.min(micros(d.received_at));
+                r.last_at = r.last_at.max(micros(d.received_at));
             })
             .or_insert_with(|| RawRow {
                 kind: dec.kind().as_str(),
@@ -494,8 +502,8 @@ fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
                 body_hex: dec.body_bytes.as_ref().map(hex::encode),
                 content_type: d.content_type.as_deref(),
                 error: dec.error(),
-                first_at: d.received_at,
-                last_at: d.received_at,
+                first_at: micros(d.received_at),
+                last_at: micros(d.received_at),
                 deliveries: 1,
             });
     }
@@ -604,6 +612,9 @@ fn upsert_parts(
                  (SELECT i.last_at FROM {input_name} i WHERE {key_match} LIMIT 1),
                  least(t.received_at, excluded.received_at))
           WHERE ({old_values}) IS DISTINCT FROM ({excluded_values})
+            -- A delivery older than the one that last changed the row (one written late,
+            -- from the spool) leaves it alone: the row holds the newest delivery.
+            AND t.updated_at <= (SELECT i.last_at FROM {input_name} i WHERE {key_match} LIMIT 1)
          RETURNING {returned_keys}, (t.xmax = 0) AS inserted",
         all_names = names(&all, ""),
         key_names = names(key, ""),
@@ -791,10 +802,18 @@ async fn ensure_tags<'a>(
 /// moved. Every access to `call_tags` and `calls` goes through an array of keys (`= ANY`),
 /// so it is an index scan however large the tables grow.
 const SYNC_CALL_TAGS: &str = "
-    WITH wanted AS (
-        SELECT * FROM unnest($3::text[], $4::integer[]) AS w(call_sid, tag_id)),
+    WITH batch AS (
+        SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS b(call_sid, at)),
+    -- Only calls whose row this delivery may speak for: not one a newer delivery changed.
+    eligible AS (
+        SELECT c.call_sid FROM calls c JOIN batch b USING (call_sid)
+         WHERE c.call_sid = ANY ($1::text[]) AND c.updated_at <= b.at),
+    wanted AS (
+        SELECT * FROM unnest($3::text[], $4::integer[]) AS w(call_sid, tag_id)
+         WHERE w.call_sid IN (SELECT call_sid FROM eligible)),
     current AS (
-        SELECT call_sid, tag_id FROM call_tags WHERE call_sid = ANY($1::text[])),
+        SELECT call_sid, tag_id FROM call_tags
+         WHERE call_sid = ANY (ARRAY(SELECT call_sid FROM eligible))),
     changed AS (
         SELECT DISTINCT call_sid FROM (
             (SELECT * FROM wanted EXCEPT SELECT * FROM current)
@@ -812,7 +831,7 @@ const SYNC_CALL_TAGS: &str = "
         ON CONFLICT DO NOTHING),
     touched AS (
         UPDATE calls c SET updated_at = b.at
-          FROM unnest($1::text[], $2::timestamptz[]) AS b(call_sid, at)
+          FROM batch b
          WHERE c.call_sid = ANY (ARRAY(SELECT call_sid FROM changed))
            AND c.call_sid = b.call_sid
            AND NOT (c.call_sid = ANY ($5::text[])))

@@ -260,3 +260,69 @@ async fn two_serve_processes_receive_the_same_events() {
     assert_eq!(deliveries, 480);
     pool.close().await;
 }
+
+/// A delivery written late (from the spool, after a timeout) must not overwrite a newer one
+/// that was stored meanwhile: the row and its tags stay the newest delivery's.
+#[tokio::test]
+async fn an_older_delivery_written_late_leaves_the_newer_one() {
+    use callhippo_ingest::payload::decode;
+    use callhippo_ingest::store::writer::TagCache;
+    use callhippo_ingest::store::{write_batch, Delivery, Outcome};
+
+    let app = spawn_app().await;
+    let delivery = |body: String, seconds_ago: i64| Delivery {
+        decoded: decode(body.as_bytes(), None),
+        body: body.into_bytes().into(),
+        content_type: None,
+        received_at: chrono::Utc::now() - chrono::Duration::seconds(seconds_ago),
+    };
+    let call = |note: &str, tag: &str| with(&with(CALL, "note", json!(note)), "tags", json!([tag]));
+    let tags = TagCache::default();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let newer = delivery(call("v2", "new"), 10);
+    let older = delivery(call("v1", "old"), 20);
+    let older_tags_only = delivery(call("v2", "old"), 20);
+    assert_eq!(
+        write_batch(&mut conn, &[newer], &tags).await.unwrap(),
+        vec![Outcome::Stored]
+    );
+    assert_eq!(
+        write_batch(&mut conn, &[older], &tags).await.unwrap(),
+        vec![Outcome::Duplicate]
+    );
+    assert_eq!(
+        write_batch(&mut conn, &[older_tags_only], &tags)
+            .await
+            .unwrap(),
+        vec![Outcome::Duplicate]
+    );
+    assert_eq!(
+        app.row("SELECT note, tags FROM call_history").await,
+        json!({"note": "v2", "tags": ["new"]})
+    );
+    // An SMS status and a call status event likewise.
+    let sms_newer = delivery(with(SMS, "status", json!("Delivered")), 10);
+    let sms_older = delivery(with(SMS, "status", json!("Sent")), 20);
+    assert_eq!(
+        write_batch(&mut conn, &[sms_newer], &tags).await.unwrap(),
+        vec![Outcome::Stored]
+    );
+    assert_eq!(
+        write_batch(&mut conn, &[sms_older], &tags).await.unwrap(),
+        vec![Outcome::Duplicate]
+    );
+    assert_eq!(
+        app.row("SELECT status FROM sms").await,
+        json!({"status": "delivered"})
+    );
+    // A newer one still updates.
+    let newest = delivery(call("v3", "newest"), 0);
+    assert_eq!(
+        write_batch(&mut conn, &[newest], &tags).await.unwrap(),
+        vec![Outcome::Updated]
+    );
+    assert_eq!(
+        app.row("SELECT note, tags FROM call_history").await,
+        json!({"note": "v3", "tags": ["newest"]})
+    );
+}
