@@ -222,10 +222,24 @@ async fn write_batch_once(
             true
         }
     });
-    if !calls.is_empty() {
-        let mut tx = sqlx::Connection::begin(conn).await?;
-        upsert_calls(&mut tx, &calls, &tag_ids, &mut outcomes).await?;
-        tx.commit().await?;
+    // The statement above is committed: a conflict with a concurrent writer here is retried
+    // on its own, rather than failing (and so rewriting) the whole batch.
+    let mut attempt = 0;
+    while !calls.is_empty() {
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            upsert_calls(&mut tx, &calls, &tag_ids, &mut outcomes).await?;
+            tx.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => break,
+            Err(e) if super::is_conflict(&e) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(2 << attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(outcomes)
 }
