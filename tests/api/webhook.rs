@@ -428,14 +428,7 @@ async fn probes_answer() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let (code, body) = answer(
-        app.client
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, body) = readyz(&app.client, &app.address).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "ready");
 }
@@ -447,14 +440,7 @@ async fn readyz_is_503_when_the_schema_is_not_current() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let (code, body) = answer(
-        app.client
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, body) = readyz(&app.client, &app.address).await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["expected_schema_version"], 2);
 }
