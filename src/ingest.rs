@@ -44,8 +44,6 @@ pub struct BatchSettings {
     pub batch_max: usize,
     /// Transactions in flight at once.
     pub workers: usize,
-    /// The longest a batch may take before the database counts as unreachable.
-    pub write_timeout: Duration,
 }
 
 impl Default for BatchSettings {
@@ -53,7 +51,6 @@ impl Default for BatchSettings {
         BatchSettings {
             batch_max: 256,
             workers: 3,
-            write_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -113,7 +110,7 @@ impl Ingestor {
     /// Starts the writers (and the drainer, with a spool). Until `schema_ready` is set,
     /// nothing is written: events go to the spool (or are answered unavailable without one).
     pub fn start(
-        pool: PgPool,
+        writer: Writer,
         settings: BatchSettings,
         spool: Option<Spool>,
         schema_ready: Arc<AtomicBool>,
@@ -123,7 +120,6 @@ impl Ingestor {
         let batch_max = settings.batch_max.max(1);
         let (tx, rx) = mpsc::channel::<Job>(batch_max * workers * 4);
         let rx = Arc::new(Mutex::new(rx));
-        let writer = Writer::new(pool, settings.write_timeout);
         let mut writers = JoinSet::new();
         for _ in 0..workers {
             writers.spawn(worker(

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use crate::config::ServeSettings;
 use crate::http::{self, AppState, Token};
-use crate::ingest::{Ingestor, Workers};
+use crate::ingest::{Ingestor, Workers, Writer};
 use crate::metrics::Metrics;
 use crate::spool::Spool;
 use crate::store::{self, migrate};
@@ -58,11 +58,9 @@ impl Application {
                 )
             })?;
         let metrics = Arc::new(Metrics::new());
-        let mut batch = settings.batch.clone();
-        batch.write_timeout = settings.db.timeout;
         let (ingestor, workers) = Ingestor::start(
-            pool.clone(),
-            batch,
+            Writer::new(pool.clone(), settings.db.timeout),
+            settings.batch.clone(),
             Some(spool.clone()),
             schema_ready,
             metrics.clone(),
