@@ -19,7 +19,6 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
-use crate::payload;
 use crate::spool::{Spool, SpoolError, SpooledEvent};
 use crate::store::writer::TagCache;
 use crate::store::{self, Delivery, Outcome};
@@ -341,11 +340,8 @@ async fn drain(
             for chunk in events.chunks(batch_max) {
                 let deliveries: Vec<Delivery> = chunk
                     .iter()
-                    .map(|(_, e)| Delivery {
-                        decoded: payload::decode(&e.body, e.content_type.as_deref()),
-                        body: e.body.clone(),
-                        content_type: e.content_type.clone(),
-                        received_at: e.received_at,
+                    .map(|(_, e)| {
+                        Delivery::read(e.body.clone(), e.content_type.clone(), e.received_at)
                     })
                     .collect();
                 loop {

@@ -13,7 +13,6 @@ use serde_json::json;
 use super::{Answer, AppState};
 use crate::event::Reading;
 use crate::ingest::Ack;
-use crate::payload;
 use crate::store::{Delivery, Outcome};
 
 /// How long a client may take to send its body.
@@ -70,22 +69,14 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let decoded = payload::decode(&bytes, content_type.as_deref());
-    if let Reading::Record(r) = &decoded.reading {
+    let delivery = Delivery::read(bytes.freeze(), content_type, Utc::now());
+    if let Reading::Record(r) = &delivery.decoded.reading {
         r.warnings()
             .keys()
             .for_each(|f| state.metrics.parse_warning(f));
     }
-    let answer = describe(&decoded.reading);
-    let ack = state
-        .ingestor
-        .submit(Delivery {
-            body: bytes.freeze(),
-            decoded,
-            content_type,
-            received_at: Utc::now(),
-        })
-        .await;
+    let answer = describe(&delivery.decoded.reading);
+    let ack = state.ingestor.submit(delivery).await;
     settle(answer, ack)
 }
 

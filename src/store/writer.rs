@@ -29,6 +29,22 @@ pub struct Delivery {
     pub received_at: DateTime<Utc>,
 }
 
+impl Delivery {
+    /// Reads a body as received (live, or from the spool) into a delivery to write.
+    pub fn read(
+        body: bytes::Bytes,
+        content_type: Option<String>,
+        received_at: DateTime<Utc>,
+    ) -> Delivery {
+        Delivery {
+            decoded: crate::payload::decode(&body, content_type.as_deref()),
+            body,
+            content_type,
+            received_at,
+        }
+    }
+}
+
 /// What writing a delivery did (the `status` word of the answer, for the written ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -265,16 +265,13 @@ async fn two_serve_processes_receive_the_same_events() {
 /// that was stored meanwhile: the row and its tags stay the newest delivery's.
 #[tokio::test]
 async fn an_older_delivery_written_late_leaves_the_newer_one() {
-    use callhippo_ingest::payload::decode;
     use callhippo_ingest::store::writer::TagCache;
     use callhippo_ingest::store::{write_batch, Delivery, Outcome};
 
     let app = spawn_app().await;
-    let delivery = |body: String, seconds_ago: i64| Delivery {
-        decoded: decode(body.as_bytes(), None),
-        body: body.into_bytes().into(),
-        content_type: None,
-        received_at: chrono::Utc::now() - chrono::Duration::seconds(seconds_ago),
+    let delivery = |body: String, seconds_ago: i64| {
+        let at = chrono::Utc::now() - chrono::Duration::seconds(seconds_ago);
+        Delivery::read(body.into_bytes().into(), None, at)
     };
     let call = |note: &str, tag: &str| with(&with(CALL, "note", json!(note)), "tags", json!([tag]));
     let tags = TagCache::default();
