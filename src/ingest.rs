@@ -204,14 +204,20 @@ async fn worker(
 
         let (deliveries, replies): (Vec<Delivery>, Vec<oneshot::Sender<Ack>>) =
             jobs.drain(..).map(|j| (j.delivery, j.reply)).unzip();
-        let started = Instant::now();
-        let acks = write(&w, &deliveries).await;
-        metrics.batch_written(deliveries.len(), started.elapsed());
+        let acks = write_timed(&w, &deliveries, &metrics).await;
         count_written(&metrics, &deliveries, &acks, false);
         for (reply, ack) in replies.into_iter().zip(acks) {
             let _ = reply.send(ack); // the client may have gone: the event is written anyway
         }
     }
+}
+
+/// [`write`], with the batch's size and time recorded.
+async fn write_timed(w: &Writer, batch: &[Delivery], metrics: &Metrics) -> Vec<Ack> {
+    let started = Instant::now();
+    let acks = write(w, batch).await;
+    metrics.batch_written(batch.len(), started.elapsed());
+    acks
 }
 
 fn count_written(metrics: &Metrics, batch: &[Delivery], acks: &[Ack], drained: bool) {
@@ -345,9 +351,7 @@ async fn drain(
                     })
                     .collect();
                 loop {
-                    let started = Instant::now();
-                    let acks = write(&w, &deliveries).await;
-                    metrics.batch_written(deliveries.len(), started.elapsed());
+                    let acks = write_timed(&w, &deliveries, &metrics).await;
                     match acks.iter().find_map(|a| match a {
                         Ack::Unavailable(why) => Some(why.clone()),
                         _ => None,
