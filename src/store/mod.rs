@@ -1,5 +1,6 @@
 //! PostgreSQL: connecting, migrating, writing, replaying. No vendor field names here.
 
+mod columns;
 pub mod migrate;
 pub mod retention;
 pub mod writer;

@@ -1,6 +1,6 @@
-//! Writes deliveries to PostgreSQL: a whole batch in one transaction, one set-based statement
-//! per table (rows passed as one JSON array and unpacked by `json_to_recordset`), so that a
-//! batch costs a handful of round trips and one commit however many events it holds.
+//! Writes deliveries to PostgreSQL: a whole batch at once, set-based (the rows of each table
+//! passed as one typed array per column and unpacked by `unnest`, see [`super::columns`]), so
+//! that a batch costs a round trip or two and one commit however many events it holds.
 //!
 //! Idempotency (CONTRACT §5) is decided by the database itself: `ON CONFLICT … DO UPDATE …
 //! WHERE (old row) IS DISTINCT FROM (new row)` writes only what changes, and `RETURNING`
@@ -16,6 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
+
+use super::columns::{self, Column, Columns};
 
 use crate::event::{CallRecord, CallStatusRecord, Reading, Record, SmsRecord, Warnings};
 use crate::payload::Decoded;
@@ -165,10 +167,6 @@ async fn write_batch_once(
     calls.sort_by(|a, b| a.1.call_sid.cmp(&b.1.call_sid));
     sms.sort_by(|a, b| a.1.sms_key.cmp(&b.1.sms_key));
     statuses.sort_by_key(|a| status_key(a.1));
-    let call_rows: Vec<_> = calls
-        .iter()
-        .map(|(_, c, at)| RecordRow::new(*c, &c.warnings, *at))
-        .collect();
     let (mut link_sids, mut link_tags) = (Vec::new(), Vec::new());
     for (_, c, _) in &calls {
         for name in &c.tags {
@@ -176,24 +174,18 @@ async fn write_batch_once(
             link_tags.push(tag_ids[name]);
         }
     }
-    let sms_rows: Vec<_> = sms
-        .iter()
-        .map(|(_, s, at)| RecordRow::new(*s, &s.warnings, *at))
-        .collect();
-    let status_rows: Vec<_> = statuses
-        .iter()
-        .map(|(_, s, at)| RecordRow::new(*s, &s.warnings, *at))
-        .collect();
-
-    let rows = sqlx::query(&FAST_BATCH)
-        .bind(sqlx::types::Json(raw_rows(batch)))
-        .bind(sqlx::types::Json(&call_rows))
-        .bind(&link_sids)
-        .bind(&link_tags)
-        .bind(sqlx::types::Json(&sms_rows))
-        .bind(sqlx::types::Json(&status_rows))
-        .fetch_all(&mut *conn)
-        .await?;
+    let (raw, call_rows, sms_rows, status_rows) = (
+        raw_rows(batch),
+        with_times(&calls),
+        with_times(&sms),
+        with_times(&statuses),
+    );
+    let mut query = columns::bind(sqlx::query(&FAST_BATCH), raw_columns(&raw));
+    query = columns::bind(query, record_columns(&call_rows));
+    query = query.bind(&link_sids).bind(&link_tags);
+    query = columns::bind(query, record_columns(&sms_rows));
+    query = columns::bind(query, record_columns(&status_rows));
+    let rows = query.fetch_all(&mut *conn).await?;
     let mut new_calls = HashSet::new();
     let mut same_calls = HashSet::new();
     let mut written: HashMap<String, bool> = HashMap::new();
@@ -389,20 +381,14 @@ async fn write_sorted(
         }
     }
     for round in rounds(&sms, |(_, s, _)| s.sms_key.as_str()) {
-        let rows: Vec<_> = round
-            .iter()
-            .map(|(_, s, at)| RecordRow::new(*s, &s.warnings, *at))
-            .collect();
+        let rows = with_times(&round);
         let changed = upsert(conn, &UPSERT_SMS, &rows, |row| row.try_get::<String, _>(0)).await?;
         for (i, s, _) in round {
             outcomes[i] = decide(changed.get(&s.sms_key).copied());
         }
     }
     for round in rounds(&statuses, |(_, s, _)| status_key(s)) {
-        let rows: Vec<_> = round
-            .iter()
-            .map(|(_, s, at)| RecordRow::new(*s, &s.warnings, *at))
-            .collect();
+        let rows = with_times(&round);
         let changed = upsert(conn, &UPSERT_STATUS, &rows, |row| {
             Ok(status_key_parts(
                 &row.try_get::<String, _>(0)?,
@@ -457,14 +443,13 @@ fn rounds<'a, T: Clone, K: Ord + 'a>(items: &'a [T], key: impl Fn(&'a T) -> K) -
 
 /// Runs a set-based upsert and returns, for each row it inserted or changed, its key and
 /// whether it was inserted.
-async fn upsert<R: Serialize, K: std::hash::Hash + Eq>(
+async fn upsert<R: RecordTable, K: std::hash::Hash + Eq>(
     conn: &mut PgConnection,
     sql: &str,
-    rows: &[R],
+    rows: &[(&R, Times)],
     key: impl Fn(&sqlx::postgres::PgRow) -> Result<K, sqlx::Error>,
 ) -> Result<HashMap<K, bool>, sqlx::Error> {
-    let rows = sqlx::query(sql)
-        .bind(sqlx::types::Json(rows))
+    let rows = columns::bind(sqlx::query(sql), record_columns(rows))
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
@@ -475,38 +460,49 @@ async fn upsert<R: Serialize, K: std::hash::Hash + Eq>(
 // ---------------------------------------------------------------------------------------
 // raw_events
 
-#[derive(Serialize)]
+/// One distinct body of a batch.
 struct RawRow<'a> {
     kind: &'static str,
-    sha256: String,
+    sha256: &'a [u8; 32],
     payload: Option<&'a Value>,
     body: Option<&'a str>,
-    body_hex: Option<String>,
+    body_bytes: Option<&'a [u8]>,
     content_type: Option<&'a str>,
     error: Option<String>,
-    first_at: DateTime<Utc>,
-    last_at: DateTime<Utc>,
+    times: Times,
     deliveries: i32,
+}
+
+/// The columns of `raw_events` the writer sets, named as in the table.
+fn raw_columns<'a>(rows: &'a [RawRow<'a>]) -> Vec<Column<'a>> {
+    Columns::new(rows)
+        .text("kind", |r| Some(r.kind))
+        .bytes("body_sha256", |r| Some(&r.sha256[..]))
+        .jsonb("payload", |r| r.payload.map(Value::to_string))
+        .text("body", |r| r.body)
+        .bytes("body_bytes", |r| r.body_bytes)
+        .text("content_type", |r| r.content_type)
+        .text("error", |r| r.error.as_deref())
+        .time("received_at", |r| Some(r.times.first))
+        .time("last_received_at", |r| Some(r.times.last))
+        .int("deliveries", |r| Some(r.deliveries))
+        .done()
 }
 
 /// Keeps every delivery in `raw_events`: identical bytes are one row whose count grows.
 fn raw_upsert_sql(param: usize) -> String {
+    let cols = raw_columns(&[]);
     format!(
-        "INSERT INTO raw_events AS r
-               (kind, body_sha256, payload, body, body_bytes, content_type, error,
-                received_at, last_received_at, deliveries)
-        SELECT kind, decode(sha256, 'hex'), payload, body, decode(body_hex, 'hex'),
-               content_type, error, first_at, last_at, deliveries
-          FROM json_to_recordset(${param}::json) AS x(
-               kind text, sha256 text, payload jsonb, body text, body_hex text,
-               content_type text, error text, first_at timestamptz, last_at timestamptz,
-               deliveries integer)
-        ON CONFLICT (body_sha256) DO UPDATE
-           SET last_received_at = greatest(r.last_received_at, excluded.last_received_at),
-               received_at      = least(r.received_at, excluded.received_at),
-               deliveries       = r.deliveries + excluded.deliveries,
-               kind             = excluded.kind,
-               error            = excluded.error"
+        "INSERT INTO raw_events AS r ({names})
+         {rows}
+         ON CONFLICT (body_sha256) DO UPDATE
+            SET last_received_at = greatest(r.last_received_at, excluded.last_received_at),
+                received_at      = least(r.received_at, excluded.received_at),
+                deliveries       = r.deliveries + excluded.deliveries,
+                kind             = excluded.kind,
+                error            = excluded.error",
+        names = names(&cols, ""),
+        rows = columns::unnest_select(&cols, param),
     )
 }
 
@@ -517,23 +513,23 @@ fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
     let mut by_sha: BTreeMap<[u8; 32], RawRow> = BTreeMap::new();
     for d in batch {
         let dec = &d.decoded;
+        let at = micros(d.received_at);
         by_sha
             .entry(dec.sha256)
             .and_modify(|r| {
                 r.deliveries += 1;
-                r.first_at = r.first_at.min(micros(d.received_at));
-                r.last_at = r.last_at.max(micros(d.received_at));
+                r.times.first = r.times.first.min(at);
+                r.times.last = r.times.last.max(at);
             })
             .or_insert_with(|| RawRow {
                 kind: dec.kind().as_str(),
-                sha256: hex::encode(dec.sha256),
+                sha256: &dec.sha256,
                 payload: dec.payload.as_ref(),
                 body: dec.body.as_deref(),
-                body_hex: dec.body_bytes.as_ref().map(hex::encode),
+                body_bytes: dec.body_bytes.as_deref(),
                 content_type: d.content_type.as_deref(),
                 error: dec.error(),
-                first_at: micros(d.received_at),
-                last_at: micros(d.received_at),
+                times: Times::at(at),
                 deliveries: 1,
             });
     }
@@ -541,97 +537,167 @@ fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
 }
 
 async fn upsert_raw(conn: &mut PgConnection, batch: &[Delivery]) -> Result<(), sqlx::Error> {
-    sqlx::query(&UPSERT_RAW)
-        .bind(sqlx::types::Json(raw_rows(batch)))
+    let rows = raw_rows(batch);
+    columns::bind(sqlx::query(&UPSERT_RAW), raw_columns(&rows))
         .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
-// calls, tags, call_tags
+// calls, tags, call_tags; sms; call_status
 
-/// The columns of `calls` that come from the payload, with their types, in table order.
-const CALL_COLUMNS: &[(&str, &str)] = &[
-    ("call_type", "text"),
-    ("from_number", "text"),
-    ("to_number", "text"),
-    ("dial_code", "text"),
-    ("country_name", "text"),
-    ("status", "text"),
-    ("status_reason", "text"),
-    ("duration_seconds", "integer"),
-    ("ring_seconds", "integer"),
-    ("billed_minutes", "integer"),
-    ("call_charge", "numeric"),
-    ("logged_at", "timestamptz"),
-    ("started_at", "timestamptz"),
-    ("ended_at", "timestamptz"),
-    ("agent_email", "text"),
-    ("agent_name", "text"),
-    ("admin_email", "text"),
-    ("note", "text"),
-    ("recording_url", "text"),
-    ("answered_device", "text"),
-    ("hangup_by", "text"),
-    ("call_queue", "boolean"),
-    ("reason", "text"),
-    ("dispositions", "text[]"),
-    ("parse_warnings", "jsonb"),
-];
+/// A table of records: its name, its key and its columns.
+trait RecordTable: Sized {
+    const TABLE: &'static str;
+    /// How many of the leading columns make the table's unique key.
+    const KEY: usize;
+    /// The key's columns, then the others that come from the payload, named as in the table.
+    fn columns<'a>(c: Columns<'a, (&'a Self, Times)>) -> Columns<'a, (&'a Self, Times)>;
+    fn warnings(&self) -> &Warnings;
+}
 
-const SMS_COLUMNS: &[(&str, &str)] = &[
-    ("sms_type", "text"),
-    ("from_number", "text"),
-    ("to_number", "text"),
-    ("status", "text"),
-    ("content", "text"),
-    ("logged_at", "timestamptz"),
-    ("sms_charge", "numeric"),
-    ("agent_email", "text"),
-    ("agent_name", "text"),
-    ("admin_email", "text"),
-    ("parse_warnings", "jsonb"),
-];
+/// A record's columns, its warnings (`NULL` when none), then its delivery times `first_at`
+/// and `last_at` (not table columns).
+fn record_columns<'a, R: RecordTable>(rows: &'a [(&'a R, Times)]) -> Vec<Column<'a>> {
+    R::columns(Columns::new(rows))
+        .jsonb("parse_warnings", |(r, _)| {
+            let w = r.warnings();
+            (!w.is_empty()).then(|| serde_json::to_string(w).expect("a string map serializes"))
+        })
+        .time("first_at", |(_, t)| Some(t.first))
+        .time("last_at", |(_, t)| Some(t.last))
+        .done()
+}
 
-const STATUS_COLUMNS: &[(&str, &str)] = &[
-    ("call_type", "text"),
-    ("from_number", "text"),
-    ("to_number", "text"),
-    ("agent_email", "text"),
-    ("agent_id", "text"),
-    ("dial_code", "text"),
-    ("parse_warnings", "jsonb"),
-];
+impl RecordTable for CallRecord {
+    const TABLE: &'static str = "calls";
+    const KEY: usize = 1;
+    fn columns<'a>(c: Columns<'a, (&'a Self, Times)>) -> Columns<'a, (&'a Self, Times)> {
+        c.text("call_sid", |(r, _)| Some(r.call_sid.as_str()))
+            .text("call_type", |(r, _)| r.call_type.as_deref())
+            .text("from_number", |(r, _)| r.from_number.as_deref())
+            .text("to_number", |(r, _)| r.to_number.as_deref())
+            .text("dial_code", |(r, _)| r.dial_code.as_deref())
+            .text("country_name", |(r, _)| r.country_name.as_deref())
+            .text("status", |(r, _)| r.status.as_deref())
+            .text("status_reason", |(r, _)| r.status_reason.as_deref())
+            .int("duration_seconds", |(r, _)| r.duration_seconds)
+            .int("ring_seconds", |(r, _)| r.ring_seconds)
+            .int("billed_minutes", |(r, _)| r.billed_minutes)
+            .numeric("call_charge", |(r, _)| r.call_charge)
+            .time("logged_at", |(r, _)| r.logged_at)
+            .time("started_at", |(r, _)| r.started_at)
+            .time("ended_at", |(r, _)| r.ended_at)
+            .text("agent_email", |(r, _)| r.agent_email.as_deref())
+            .text("agent_name", |(r, _)| r.agent_name.as_deref())
+            .text("admin_email", |(r, _)| r.admin_email.as_deref())
+            .text("note", |(r, _)| r.note.as_deref())
+            .text("recording_url", |(r, _)| r.recording_url.as_deref())
+            .text("answered_device", |(r, _)| r.answered_device.as_deref())
+            .text("hangup_by", |(r, _)| r.hangup_by.as_deref())
+            .boolean("call_queue", |(r, _)| r.call_queue)
+            .text("reason", |(r, _)| r.reason.as_deref())
+            .text_array("dispositions", |(r, _)| r.dispositions.as_deref())
+    }
+    fn warnings(&self) -> &Warnings {
+        &self.warnings
+    }
+}
 
-/// Builds the upsert of one table from its key and value columns. Only names from the
-/// constants above go into the text: values are always bound.
-fn upsert_parts(
-    table: &str,
-    key: &[(&str, &str)],
-    values: &[(&str, &str)],
-    input_name: &str,
-    param: usize,
-) -> UpsertSql {
-    let names = column_list;
-    let all: Vec<(&str, &str)> = key.iter().chain(values).copied().collect();
-    let record_type = all
-        .iter()
-        .map(|(n, t)| format!("{n} {t}"))
+impl RecordTable for SmsRecord {
+    const TABLE: &'static str = "sms";
+    const KEY: usize = 1;
+    fn columns<'a>(c: Columns<'a, (&'a Self, Times)>) -> Columns<'a, (&'a Self, Times)> {
+        c.text("sms_key", |(r, _)| Some(r.sms_key.as_str()))
+            .text("sms_type", |(r, _)| r.sms_type.as_deref())
+            .text("from_number", |(r, _)| Some(r.from_number.as_str()))
+            .text("to_number", |(r, _)| Some(r.to_number.as_str()))
+            .text("status", |(r, _)| r.status.as_deref())
+            .text("content", |(r, _)| r.content.as_deref())
+            .time("logged_at", |(r, _)| Some(r.logged_at))
+            .numeric("sms_charge", |(r, _)| r.sms_charge)
+            .text("agent_email", |(r, _)| r.agent_email.as_deref())
+            .text("agent_name", |(r, _)| r.agent_name.as_deref())
+            .text("admin_email", |(r, _)| r.admin_email.as_deref())
+    }
+    fn warnings(&self) -> &Warnings {
+        &self.warnings
+    }
+}
+
+impl RecordTable for CallStatusRecord {
+    const TABLE: &'static str = "call_status";
+    const KEY: usize = 3;
+    fn columns<'a>(c: Columns<'a, (&'a Self, Times)>) -> Columns<'a, (&'a Self, Times)> {
+        c.text("call_sid", |(r, _)| Some(r.call_sid.as_str()))
+            .text("status", |(r, _)| Some(r.status.as_str()))
+            .time("occurred_at", |(r, _)| Some(r.occurred_at))
+            .text("call_type", |(r, _)| r.call_type.as_deref())
+            .text("from_number", |(r, _)| r.from_number.as_deref())
+            .text("to_number", |(r, _)| r.to_number.as_deref())
+            .text("agent_email", |(r, _)| r.agent_email.as_deref())
+            .text("agent_id", |(r, _)| r.agent_id.as_deref())
+            .text("dial_code", |(r, _)| r.dial_code.as_deref())
+    }
+    fn warnings(&self) -> &Warnings {
+        &self.warnings
+    }
+}
+
+/// The names of a table's columns, split as its statements use them.
+struct TableNames {
+    /// The key's columns.
+    key: Vec<&'static str>,
+    /// The other columns from the payload, `parse_warnings` last.
+    values: Vec<&'static str>,
+    /// Key and values: every column the writer sets but the delivery times.
+    all: Vec<&'static str>,
+}
+
+impl TableNames {
+    fn of<R: RecordTable + 'static>() -> (TableNames, Vec<Column<'static>>) {
+        let cols = record_columns::<R>(&[]);
+        let set = &cols[..cols.len() - 2]; // first_at, last_at come last
+        let all: Vec<&'static str> = set.iter().map(|c| c.name).collect();
+        let names = TableNames {
+            key: all[..R::KEY].to_vec(),
+            values: all[R::KEY..].to_vec(),
+            all,
+        };
+        (names, cols)
+    }
+}
+
+/// `prefix` + each column name, comma-separated.
+fn names(cols: &[Column<'_>], prefix: &str) -> String {
+    list(cols.iter().map(|c| c.name), prefix)
+}
+
+fn list<'n>(names: impl IntoIterator<Item = &'n str>, prefix: &str) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("{prefix}{n}"))
         .collect::<Vec<_>>()
-        .join(", ");
-    let key_match = key
+        .join(", ")
+}
+
+/// Builds the upsert of a table of records. Only the column names above go into the text:
+/// values are always bound.
+fn upsert_parts<R: RecordTable + 'static>(input_name: &str, param: usize) -> UpsertSql {
+    let (n, cols) = TableNames::of::<R>();
+    let key_match = n
+        .key
         .iter()
-        .map(|(n, _)| format!("i.{n} = excluded.{n}"))
+        .map(|k| format!("i.{k} = excluded.{k}"))
         .collect::<Vec<_>>()
         .join(" AND ");
     // A new row's times are its first delivery's; a changed row's `updated_at` is the
     // delivery that changed it (looked up in the input: `excluded` has table columns only),
     // and `received_at` can only move earlier (a replay meeting an older delivery late).
     let input = format!(
-        "{input_name} AS (
-             SELECT * FROM json_to_recordset(${param}::json)
-                 AS x({record_type}, first_at timestamptz, last_at timestamptz))"
+        "{input_name} AS ({rows})",
+        rows = columns::unnest_select(&cols, param)
     );
     let insert = format!(
         "INSERT INTO {table} AS t ({all_names}, received_at, updated_at)
@@ -646,28 +712,27 @@ fn upsert_parts(
             -- from the spool) leaves it alone: the row holds the newest delivery.
             AND t.updated_at <= (SELECT i.last_at FROM {input_name} i WHERE {key_match} LIMIT 1)
          RETURNING {returned_keys}, (t.xmax = 0) AS inserted",
-        all_names = names(&all, ""),
-        key_names = names(key, ""),
-        value_names = names(values, ""),
-        excluded_values = names(values, "excluded."),
-        old_values = names(values, "t."),
-        returned_keys = names(key, "t."),
+        table = R::TABLE,
+        all_names = list(n.all.iter().copied(), ""),
+        key_names = list(n.key.iter().copied(), ""),
+        value_names = list(n.values.iter().copied(), ""),
+        excluded_values = list(n.values.iter().copied(), "excluded."),
+        old_values = list(n.values.iter().copied(), "t."),
+        returned_keys = list(n.key.iter().copied(), "t."),
     );
-    UpsertSql { input, insert }
+    UpsertSql {
+        input,
+        insert,
+        params: cols.len(),
+    }
 }
 
-/// `prefix` + each column name, comma-separated.
-fn column_list(cols: &[(&str, &str)], prefix: &str) -> String {
-    cols.iter()
-        .map(|(n, _)| format!("{prefix}{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// One table's upsert: the CTE that unpacks its rows, and the `INSERT` itself.
+/// One table's upsert: the CTE that unpacks its rows, the `INSERT` itself, and how many
+/// parameters the rows take.
 struct UpsertSql {
     input: String,
     insert: String,
+    params: usize,
 }
 
 impl UpsertSql {
@@ -676,40 +741,31 @@ impl UpsertSql {
     }
 }
 
-const CALL_KEY: &[(&str, &str)] = &[("call_sid", "text")];
-const SMS_KEY: &[(&str, &str)] = &[("sms_key", "text")];
-const STATUS_KEY: &[(&str, &str)] = &[
-    ("call_sid", "text"),
-    ("status", "text"),
-    ("occurred_at", "timestamptz"),
-];
-
-/// The one-statement batch (see [`write_batch`]): $1 raw rows, $2 call rows, $3/$4 the
-/// calls' tag links, $5 SMS rows, $6 status rows. New calls are inserted (`DO NOTHING`):
-/// the returned ones are new, and get their tags; the others existed and are left to the
+/// The one-statement batch (see [`write_batch`]). Its parameters, in order: the raw rows'
+/// columns, the call rows' columns, the calls' tag links (call_sid and tag id arrays), the
+/// SMS rows' columns, the status rows' columns. New calls are inserted (`DO NOTHING`): the
+/// returned ones are new, and get their tags; the others existed and are left to the
 /// transaction that follows.
 static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
-    let calls = upsert_parts("calls", CALL_KEY, CALL_COLUMNS, "calls_in", 2);
-    let sms = upsert_parts("sms", SMS_KEY, SMS_COLUMNS, "sms_in", 5);
-    let status = upsert_parts("call_status", STATUS_KEY, STATUS_COLUMNS, "status_in", 6);
-    let call_names = CALL_KEY
-        .iter()
-        .chain(CALL_COLUMNS)
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let raw_params = raw_columns(&[]).len();
+    let calls = upsert_parts::<CallRecord>("calls_in", raw_params + 1);
+    let links = raw_params + calls.params + 1;
+    let sms = upsert_parts::<SmsRecord>("sms_in", links + 2);
+    let status = upsert_parts::<CallStatusRecord>("status_in", links + 2 + sms.params);
+    let (call_names, _) = TableNames::of::<CallRecord>();
+    let links_in = format!("unnest(${links}::text[], ${}::integer[])", links + 1);
     format!(
         "WITH raw AS ({raw} RETURNING 1),
          {calls_in},
          calls_new AS (
-             INSERT INTO calls ({call_names}, received_at, updated_at)
-             SELECT {call_names}, first_at, first_at FROM calls_in
+             INSERT INTO calls ({all_names}, received_at, updated_at)
+             SELECT {all_names}, first_at, first_at FROM calls_in
              ON CONFLICT (call_sid) DO NOTHING
              RETURNING call_sid),
          links AS (
              INSERT INTO call_tags (call_sid, tag_id)
              SELECT l.call_sid, l.tag_id
-               FROM unnest($3::text[], $4::integer[]) AS l(call_sid, tag_id)
+               FROM {links_in} AS l(call_sid, tag_id)
                JOIN calls_new USING (call_sid)
               ORDER BY 1, 2
              ON CONFLICT DO NOTHING
@@ -723,8 +779,7 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
                 AND ({old_values}) IS NOT DISTINCT FROM ({input_values})
                 AND ARRAY(SELECT ct.tag_id FROM call_tags ct
                            WHERE ct.call_sid = i.call_sid ORDER BY 1)
-                  = ARRAY(SELECT l.tag_id
-                            FROM unnest($3::text[], $4::integer[]) AS l(call_sid, tag_id)
+                  = ARRAY(SELECT l.tag_id FROM {links_in} AS l(call_sid, tag_id)
                            WHERE l.call_sid = i.call_sid ORDER BY 1)),
          {sms_in},
          sms_up AS ({sms_insert}),
@@ -741,8 +796,9 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
          UNION ALL SELECT 3, call_sid, status, occurred_at, inserted FROM status_up",
         raw = raw_upsert_sql(1),
         calls_in = calls.input,
-        old_values = column_list(CALL_COLUMNS, "t."),
-        input_values = column_list(CALL_COLUMNS, "i."),
+        all_names = list(call_names.all.iter().copied(), ""),
+        old_values = list(call_names.values.iter().copied(), "t."),
+        input_values = list(call_names.values.iter().copied(), "i."),
         sms_in = sms.input,
         sms_insert = sms.insert,
         status_in = status.input,
@@ -751,33 +807,15 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
 });
 
 static UPSERT_CALLS: LazyLock<String> =
-    LazyLock::new(|| upsert_parts("calls", CALL_KEY, CALL_COLUMNS, "input", 1).standalone());
+    LazyLock::new(|| upsert_parts::<CallRecord>("input", 1).standalone());
 static UPSERT_SMS: LazyLock<String> =
-    LazyLock::new(|| upsert_parts("sms", SMS_KEY, SMS_COLUMNS, "input", 1).standalone());
-static UPSERT_STATUS: LazyLock<String> = LazyLock::new(|| {
-    upsert_parts("call_status", STATUS_KEY, STATUS_COLUMNS, "input", 1).standalone()
-});
+    LazyLock::new(|| upsert_parts::<SmsRecord>("input", 1).standalone());
+static UPSERT_STATUS: LazyLock<String> =
+    LazyLock::new(|| upsert_parts::<CallStatusRecord>("input", 1).standalone());
 
-/// One row for `json_to_recordset`: the record's own fields, its warnings (`NULL` when
-/// none) and its delivery times.
-#[derive(Serialize)]
-struct RecordRow<'a, R> {
-    #[serde(flatten)]
-    record: &'a R,
-    parse_warnings: Option<&'a Warnings>,
-    first_at: DateTime<Utc>,
-    last_at: DateTime<Utc>,
-}
-
-impl<'a, R> RecordRow<'a, R> {
-    fn new(record: &'a R, warnings: &'a Warnings, times: Times) -> Self {
-        RecordRow {
-            record,
-            parse_warnings: (!warnings.is_empty()).then_some(warnings),
-            first_at: times.first,
-            last_at: times.last,
-        }
-    }
+/// Pairs each row of a round with its delivery times, as the column builders take them.
+fn with_times<'a, R>(round: &[(usize, &'a R, Times)]) -> Vec<(&'a R, Times)> {
+    round.iter().map(|(_, r, t)| (*r, *t)).collect()
 }
 
 /// Makes sure every tag name has a row and returns their ids. `DO NOTHING` rather than
@@ -880,10 +918,7 @@ async fn upsert_calls(
     tag_ids: &HashMap<String, i32>,
     outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = round
-        .iter()
-        .map(|(_, c, at)| RecordRow::new(*c, &c.warnings, *at))
-        .collect();
+    let rows = with_times(round);
     let written = upsert(conn, &UPSERT_CALLS, &rows, |row| {
         row.try_get::<String, _>(0)
     })

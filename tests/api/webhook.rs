@@ -89,6 +89,66 @@ async fn newer_payload_shape_is_stored() {
     assert_eq!(raw, json!({"f": {"x": 1}}));
 }
 
+/// Values travel to PostgreSQL as typed arrays, numbers and lists as text it parses: whatever
+/// characters a value holds and however a number is written, it is stored as sent, and the
+/// same event delivered again in other bytes compares equal (a duplicate).
+#[tokio::test]
+async fn awkward_values_are_stored_exactly_and_compare_equal_again() {
+    let app = spawn_app().await;
+    let dispositions = json!([
+        "a,b",
+        "say \"hi\"",
+        "back\\slash",
+        "{x}",
+        "NULL",
+        "é 😀",
+        "tab\there",
+        "x",
+        "x"
+    ]);
+    let mut call: serde_json::Value = serde_json::from_str(NEWER_CALL).unwrap();
+    call["dispositions"] = dispositions.clone();
+    call["callCharge"] = json!("-1.50");
+    call["note"] = json!("line\nbreak, \"quoted\" \\ {braces} 'single' NULL");
+    call["tags"] = json!(["a,b", "NULL", "\"q\""]);
+    let (code, body) = app.post(call.to_string()).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("stored")),
+        "{body}"
+    );
+    let sms = with(SMS, "content", json!("{\"not\": \"json\"} , NULL \\ é"));
+    assert_eq!(app.post(sms.clone()).await.1["status"], "stored");
+
+    let row = app
+        .row("SELECT dispositions, call_charge::text AS charge, note, tags FROM call_history")
+        .await;
+    assert_eq!(
+        row,
+        json!({
+            "dispositions": dispositions, "charge": "-1.50",
+            "note": "line\nbreak, \"quoted\" \\ {braces} 'single' NULL",
+            "tags": ["\"q\"", "NULL", "a,b"]
+        })
+    );
+    let content = app.row("SELECT content FROM sms").await;
+    assert_eq!(
+        content,
+        json!({"content": "{\"not\": \"json\"} , NULL \\ é"})
+    );
+
+    // The same content in other bytes: every column compares equal to what is stored.
+    let (code, body) = app.post(format!("{call:#}")).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+    let sms_again: serde_json::Value = serde_json::from_str(&sms).unwrap();
+    let (_, body) = app.post(format!("{sms_again:#}")).await;
+    assert_eq!(body["status"], "duplicate", "{body}");
+}
+
 #[tokio::test]
 async fn vendor_sms_and_status_samples_are_stored() {
     let app = spawn_app().await;
