@@ -772,15 +772,19 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
              RETURNING 1),
          -- Calls already stored exactly so, tags included (as of this statement's
          -- snapshot): duplicates, settled here without a transaction of their own.
-         calls_same AS (
+         -- Materialized, so that the tags are compared only for calls that matched (as
+         -- one query, the planner compared them first, for every call of the batch).
+         calls_match AS MATERIALIZED (
              SELECT i.call_sid
                FROM calls t JOIN calls_in i USING (call_sid)
               WHERE t.call_sid = ANY (ARRAY(SELECT call_sid FROM calls_in)) -- index lookups
-                AND ({old_values}) IS NOT DISTINCT FROM ({input_values})
-                AND ARRAY(SELECT ct.tag_id FROM call_tags ct
-                           WHERE ct.call_sid = i.call_sid ORDER BY 1)
+                AND ({old_values}) IS NOT DISTINCT FROM ({input_values})),
+         calls_same AS (
+             SELECT m.call_sid FROM calls_match m
+              WHERE ARRAY(SELECT ct.tag_id FROM call_tags ct
+                           WHERE ct.call_sid = m.call_sid ORDER BY 1)
                   = ARRAY(SELECT l.tag_id FROM {links_in} AS l(call_sid, tag_id)
-                           WHERE l.call_sid = i.call_sid ORDER BY 1)),
+                           WHERE l.call_sid = m.call_sid ORDER BY 1)),
          {sms_in},
          sms_up AS ({sms_insert}),
          {status_in},
