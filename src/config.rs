@@ -84,7 +84,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BATCH_MAX", default_value = "256")]
     pub batch_max: String,
 
-    /// Transactions in flight at once.
+    /// Most transactions in flight at once (a second starts beside the first only when 64
+    /// events wait).
     #[arg(long, env = "WRITERS", default_value = "3")]
     pub writers: String,
 }

@@ -762,13 +762,15 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
              SELECT {all_names}, first_at, first_at FROM calls_in
              ON CONFLICT (call_sid) DO NOTHING
              RETURNING call_sid),
+         -- Plain inserts, without ON CONFLICT's extra index probe per row: these calls were
+         -- inserted by this very statement, so no one else can have linked them yet, and a
+         -- call's tag names (hence ids) are distinct.
          links AS (
              INSERT INTO call_tags (call_sid, tag_id)
              SELECT l.call_sid, l.tag_id
                FROM {links_in} AS l(call_sid, tag_id)
                JOIN calls_new USING (call_sid)
               ORDER BY 1, 2
-             ON CONFLICT DO NOTHING
              RETURNING 1),
          -- Calls already stored exactly so, tags included (as of this statement's
          -- snapshot): duplicates, settled here without a transaction of their own.
@@ -777,7 +779,9 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
          calls_match AS MATERIALIZED (
              SELECT i.call_sid
                FROM calls t JOIN calls_in i USING (call_sid)
-              WHERE t.call_sid = ANY (ARRAY(SELECT call_sid FROM calls_in)) -- index lookups
+              -- Index lookups, of the calls that were not just inserted (none, usually).
+              WHERE t.call_sid = ANY (ARRAY(SELECT call_sid FROM calls_in
+                                            EXCEPT SELECT call_sid FROM calls_new))
                 AND ({old_values}) IS NOT DISTINCT FROM ({input_values})),
          calls_same AS (
              SELECT m.call_sid FROM calls_match m
