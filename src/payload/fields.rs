@@ -49,8 +49,13 @@ pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
         return Err(err());
     }
     let (main, rest) = s.split_at(19);
-    let main = main.replacen(' ', "T", 1);
-    let date_time = NaiveDateTime::parse_from_str(&main, "%Y-%m-%dT%H:%M:%S").map_err(|_| err())?;
+    let date_time = match plain_date_time(main.as_bytes()) {
+        Some(t) => t,
+        None => {
+            let main = main.replacen(' ', "T", 1);
+            NaiveDateTime::parse_from_str(&main, "%Y-%m-%dT%H:%M:%S").map_err(|_| err())?
+        }
+    };
 
     // Fractions of a second, then the offset.
     let frac_len = rest
@@ -69,8 +74,8 @@ pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
     } else {
         // PostgreSQL keeps microseconds: further digits are dropped here, so that a time
         // reads back from the database exactly as it was read.
-        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-        digits.parse::<u32>().map_err(|_| err())? * 1000
+        let digits = frac.bytes().chain(std::iter::repeat(b'0')).take(6);
+        digits.fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) * 1000
     };
     let date_time = date_time.with_nanosecond_checked(nanos).ok_or_else(err)?;
 
@@ -81,6 +86,28 @@ pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
         .map(|t| t.with_timezone(&Utc))
         .ok_or_else(err)?;
     in_range(t, raw)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (or a space for the `T`), every field in range: what nearly every
+/// payload sends, read without chrono's format-string machinery (a tenth of the time it
+/// took per request). Anything else is left to chrono, which reads these the same way.
+fn plain_date_time(b: &[u8]) -> Option<NaiveDateTime> {
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    date.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)
 }
 
 /// Years 1 to 9999: what both RFC 3339 and PostgreSQL read back (PostgreSQL has no year 0).
@@ -242,6 +269,43 @@ mod tests {
         parse_time(s)
             .unwrap()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    /// The fast reading of the date and time agrees with chrono's wherever it answers.
+    #[test]
+    fn plain_date_time_reads_as_chrono_does() {
+        let samples = [
+            "2020-05-12T00:53:57",
+            "2020-05-12 00:53:57",
+            "2024-02-29T23:59:59",
+            "2023-02-29T10:00:00",
+            "2020-13-01T00:00:00",
+            "2020-00-10T00:00:00",
+            "2020-01-32T00:00:00",
+            "2020-01-01T24:00:00",
+            "2020-01-01T23:60:00",
+            "2020-01-01T23:59:60",
+            "0000-01-01T00:00:00",
+            "9999-12-31T23:59:59",
+            "2020-1-012T00:00:00",
+            "2020/01/01T00:00:00",
+            "2020-01-01t00:00:00",
+            "+020-01-01T00:00:00",
+            "2020-01-01T0a:00:00",
+            "2020-01-01T00:00: 1",
+        ];
+        for sample in samples {
+            let chrono =
+                NaiveDateTime::parse_from_str(&sample.replacen(' ', "T", 1), "%Y-%m-%dT%H:%M:%S")
+                    .ok();
+            // When not read here, it is left to chrono (leap seconds, signs, odd widths).
+            if let Some(fast) = plain_date_time(sample.as_bytes()) {
+                assert_eq!(Some(fast), chrono, "{sample}");
+            }
+        }
+        assert!(plain_date_time(b"2020-05-12T00:53:57").is_some());
+        assert!(plain_date_time(b"2020-05-12 00:53:57").is_some());
+        assert!(plain_date_time(b"2023-02-29T10:00:00").is_none());
     }
 
     #[test]

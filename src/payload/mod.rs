@@ -6,6 +6,8 @@ pub mod fields;
 mod reader;
 mod sanitize;
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +37,20 @@ impl Decoded {
         self.reading.kind()
     }
 
+    /// The payload as JSON text, for `raw_events.payload`. When the body is the payload
+    /// exactly (JSON, valid UTF-8, nothing made storable) that is the body itself, past a
+    /// byte-order mark: PostgreSQL reads it to the same jsonb, and printing the parsed value
+    /// again would cost the writer a few microseconds per event. `bytes`: the body as received.
+    pub fn payload_json<'a>(&'a self, bytes: &'a [u8]) -> Option<Cow<'a, str>> {
+        let payload = self.payload.as_ref()?;
+        if self.body.is_none() && self.body_bytes.is_none() {
+            if let Ok(text) = std::str::from_utf8(bytes.strip_prefix(BOM).unwrap_or(bytes)) {
+                return Some(Cow::Borrowed(text));
+            }
+        }
+        Some(Cow::Owned(payload.to_string()))
+    }
+
     /// The error kept in `raw_events.error`, when the body was refused.
     pub fn error(&self) -> Option<String> {
         match &self.reading {
@@ -52,12 +68,14 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
     let sha256: [u8; 32] = Sha256::digest(bytes).into();
     let unbommed = bytes.strip_prefix(BOM).unwrap_or(bytes);
 
-    let (body, body_bytes) = match std::str::from_utf8(bytes) {
-        Ok(text) if !text.contains('\0') => (text.to_owned(), None),
-        _ => (
-            String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}"),
-            Some(bytes.to_vec()),
-        ),
+    let text = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.contains('\0'));
+    let body_bytes = text.is_none().then(|| bytes.to_vec());
+    // Made only when it is kept.
+    let body = || match text {
+        Some(text) => text.to_owned(),
+        None => String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}"),
     };
 
     let parsed: Option<Value> = serde_json::from_slice(unbommed).ok();
@@ -76,7 +94,7 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
         return Decoded {
             sha256,
             payload: None,
-            body: Some(body),
+            body: Some(body()),
             body_bytes,
             reading: Reading::Rejected(Rejection {
                 kind: Kind::Invalid,
@@ -102,7 +120,7 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
     Decoded {
         sha256,
         payload: Some(value),
-        body: keep_body.then_some(body),
+        body: keep_body.then(body),
         body_bytes,
         reading,
     }

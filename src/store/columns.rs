@@ -4,6 +4,8 @@
 //! once each (jsonb, which must be parsed to be stored; numeric; text arrays). Rows sent as one JSON document, the earlier way, made it parse every
 //! payload three times and print it once: about a third of its CPU per event.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgArguments;
@@ -21,7 +23,7 @@ pub(super) enum Data<'a> {
     /// it once, as it must to store it), numeric (the binary form of a zero drops its scale:
     /// `0.0` would read back as `0`), text[] (PostgreSQL's array literal: an array of arrays
     /// cannot be bound).
-    Cast(Vec<Option<String>>, &'static str),
+    Cast(Vec<Option<Cow<'a, str>>>, &'static str),
 }
 
 impl Data<'_> {
@@ -84,7 +86,7 @@ impl<'a, T> Columns<'a, T> {
         self,
         name: &'static str,
         to: &'static str,
-        get: impl Fn(&'a T) -> Option<String>,
+        get: impl Fn(&'a T) -> Option<Cow<'a, str>>,
     ) -> Self {
         self.push(name, |v| Data::Cast(v, to), get)
     }
@@ -102,7 +104,9 @@ impl<'a, T> Columns<'a, T> {
     }
 
     pub fn numeric(self, name: &'static str, get: impl Fn(&'a T) -> Option<Decimal>) -> Self {
-        self.cast(name, "numeric", move |row| get(row).map(|d| d.to_string()))
+        self.cast(name, "numeric", move |row| {
+            get(row).map(|d| d.to_string().into())
+        })
     }
 
     pub fn time(self, name: &'static str, get: impl Fn(&'a T) -> Option<DateTime<Utc>>) -> Self {
@@ -114,7 +118,7 @@ impl<'a, T> Columns<'a, T> {
     }
 
     /// JSON text, stored as jsonb.
-    pub fn jsonb(self, name: &'static str, get: impl Fn(&'a T) -> Option<String>) -> Self {
+    pub fn jsonb(self, name: &'static str, get: impl Fn(&'a T) -> Option<Cow<'a, str>>) -> Self {
         self.cast(name, "jsonb", get)
     }
 
@@ -123,7 +127,9 @@ impl<'a, T> Columns<'a, T> {
         name: &'static str,
         get: impl Fn(&'a T) -> Option<&'a [String]>,
     ) -> Self {
-        self.cast(name, "text[]", move |row| get(row).map(array_literal))
+        self.cast(name, "text[]", move |row| {
+            get(row).map(|a| array_literal(a).into())
+        })
     }
 
     pub fn done(self) -> Vec<Column<'a>> {

@@ -14,7 +14,6 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
 use super::columns::{self, Column, Columns};
@@ -464,7 +463,7 @@ async fn upsert<R: RecordTable, K: std::hash::Hash + Eq>(
 struct RawRow<'a> {
     kind: &'static str,
     sha256: &'a [u8; 32],
-    payload: Option<&'a Value>,
+    payload: Option<std::borrow::Cow<'a, str>>,
     body: Option<&'a str>,
     body_bytes: Option<&'a [u8]>,
     content_type: Option<&'a str>,
@@ -478,7 +477,7 @@ fn raw_columns<'a>(rows: &'a [RawRow<'a>]) -> Vec<Column<'a>> {
     Columns::new(rows)
         .text("kind", |r| Some(r.kind))
         .bytes("body_sha256", |r| Some(&r.sha256[..]))
-        .jsonb("payload", |r| r.payload.map(Value::to_string))
+        .jsonb("payload", |r| r.payload.as_deref().map(Into::into))
         .text("body", |r| r.body)
         .bytes("body_bytes", |r| r.body_bytes)
         .text("content_type", |r| r.content_type)
@@ -524,7 +523,7 @@ fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
             .or_insert_with(|| RawRow {
                 kind: dec.kind().as_str(),
                 sha256: &dec.sha256,
-                payload: dec.payload.as_ref(),
+                payload: dec.payload_json(&d.body),
                 body: dec.body.as_deref(),
                 body_bytes: dec.body_bytes.as_deref(),
                 content_type: d.content_type.as_deref(),
@@ -563,7 +562,11 @@ fn record_columns<'a, R: RecordTable>(rows: &'a [(&'a R, Times)]) -> Vec<Column<
     R::columns(Columns::new(rows))
         .jsonb("parse_warnings", |(r, _)| {
             let w = r.warnings();
-            (!w.is_empty()).then(|| serde_json::to_string(w).expect("a string map serializes"))
+            (!w.is_empty()).then(|| {
+                serde_json::to_string(w)
+                    .expect("a string map serializes")
+                    .into()
+            })
         })
         .time("first_at", |(_, t)| Some(t.first))
         .time("last_at", |(_, t)| Some(t.last))
