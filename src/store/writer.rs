@@ -154,6 +154,14 @@ async fn write_batch_once(
         return Ok(outcomes);
     }
 
+    // FAST_BATCH takes each row's delivery time from its `excluded` row (see upsert_parts).
+    debug_assert!(
+        (sorted.calls.iter().map(|r| r.2))
+            .chain(sorted.sms.iter().map(|r| r.2))
+            .chain(sorted.statuses.iter().map(|r| r.2))
+            .all(|t| t.first == t.last),
+        "a live batch holds one delivery per row"
+    );
     let tag_ids = tags
         .ids(conn, sorted.calls.iter().flat_map(|(_, c, _)| &c.tags))
         .await?;
@@ -686,8 +694,14 @@ fn list<'n>(names: impl IntoIterator<Item = &'n str>, prefix: &str) -> String {
 }
 
 /// Builds the upsert of a table of records. Only the column names above go into the text:
-/// values are always bound.
-fn upsert_parts<R: RecordTable + 'static>(input_name: &str, param: usize) -> UpsertSql {
+/// values are always bound. `one_delivery`: every row's `first_at` equals its `last_at`
+/// (live batches; not replay), so the delivery time is the `excluded` row's own `updated_at`
+/// and need not be looked up in the input, which then is read once and not materialized.
+fn upsert_parts<R: RecordTable + 'static>(
+    input_name: &str,
+    param: usize,
+    one_delivery: bool,
+) -> UpsertSql {
     let (n, cols) = TableNames::of::<R>();
     let key_match = n
         .key
@@ -702,18 +716,21 @@ fn upsert_parts<R: RecordTable + 'static>(input_name: &str, param: usize) -> Ups
         "{input_name} AS ({rows})",
         rows = columns::unnest_select(&cols, param)
     );
+    let last_at = if one_delivery {
+        "excluded.updated_at".to_owned()
+    } else {
+        format!("(SELECT i.last_at FROM {input_name} i WHERE {key_match} LIMIT 1)")
+    };
     let insert = format!(
         "INSERT INTO {table} AS t ({all_names}, received_at, updated_at)
          SELECT {all_names}, first_at, first_at FROM {input_name}
          ON CONFLICT ({key_names}) DO UPDATE
             SET ({value_names}, updated_at, received_at) =
-                ({excluded_values},
-                 (SELECT i.last_at FROM {input_name} i WHERE {key_match} LIMIT 1),
-                 least(t.received_at, excluded.received_at))
+                ({excluded_values}, {last_at}, least(t.received_at, excluded.received_at))
           WHERE ({old_values}) IS DISTINCT FROM ({excluded_values})
             -- A delivery older than the one that last changed the row (one written late,
             -- from the spool) leaves it alone: the row holds the newest delivery.
-            AND t.updated_at <= (SELECT i.last_at FROM {input_name} i WHERE {key_match} LIMIT 1)
+            AND t.updated_at <= {last_at}
          RETURNING {returned_keys}, (t.xmax = 0) AS inserted",
         table = R::TABLE,
         all_names = list(n.all.iter().copied(), ""),
@@ -751,10 +768,10 @@ impl UpsertSql {
 /// transaction that follows.
 static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
     let raw_params = raw_columns(&[]).len();
-    let calls = upsert_parts::<CallRecord>("calls_in", raw_params + 1);
+    let calls = upsert_parts::<CallRecord>("calls_in", raw_params + 1, true);
     let links = raw_params + calls.params + 1;
-    let sms = upsert_parts::<SmsRecord>("sms_in", links + 2);
-    let status = upsert_parts::<CallStatusRecord>("status_in", links + 2 + sms.params);
+    let sms = upsert_parts::<SmsRecord>("sms_in", links + 2, true);
+    let status = upsert_parts::<CallStatusRecord>("status_in", links + 2 + sms.params, true);
     let (call_names, _) = TableNames::of::<CallRecord>();
     let links_in = format!("unnest(${links}::text[], ${}::integer[])", links + 1);
     format!(
@@ -818,11 +835,11 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
 });
 
 static UPSERT_CALLS: LazyLock<String> =
-    LazyLock::new(|| upsert_parts::<CallRecord>("input", 1).standalone());
+    LazyLock::new(|| upsert_parts::<CallRecord>("input", 1, false).standalone());
 static UPSERT_SMS: LazyLock<String> =
-    LazyLock::new(|| upsert_parts::<SmsRecord>("input", 1).standalone());
+    LazyLock::new(|| upsert_parts::<SmsRecord>("input", 1, false).standalone());
 static UPSERT_STATUS: LazyLock<String> =
-    LazyLock::new(|| upsert_parts::<CallStatusRecord>("input", 1).standalone());
+    LazyLock::new(|| upsert_parts::<CallStatusRecord>("input", 1, false).standalone());
 
 /// Pairs each row of a round with its delivery times, as the column builders take them.
 fn with_times<'a, R>(round: &[(usize, &'a R, Times)]) -> Vec<(&'a R, Times)> {
