@@ -423,6 +423,38 @@ fn byte_order_mark_is_ignored() {
     assert_eq!(d.body, None);
 }
 
+/// The payload's JSON text is the body itself when nothing had to change, past a BOM; else
+/// it is printed from the parsed value. PostgreSQL must read either: an escaped lone
+/// surrogate, which it refuses, never reaches it as JSON.
+#[test]
+fn payload_json_is_the_body_when_nothing_changed() {
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(VENDOR_CALL.as_bytes());
+    let d = decode(&body, None);
+    assert_eq!(d.payload_json(&body).as_deref(), Some(VENDOR_CALL));
+
+    let nul = br#"{"activityType":"call","callSid":"CA1","note":"a\u0000b"}"#;
+    let d = decode(nul, None);
+    let printed = d.payload_json(nul).unwrap();
+    assert!(!printed.contains("\\u0000"), "{printed}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&printed).unwrap(),
+        d.payload.clone().unwrap()
+    );
+
+    let form = b"activityType=call&callSid=CA2";
+    let d = decode(form, Some("application/x-www-form-urlencoded"));
+    assert!(d.payload_json(form).unwrap().starts_with('{'));
+    assert_eq!(decode(b"not json", None).payload_json(b"not json"), None);
+
+    for lone in [r#"\ud800"#, r#"\udc00"#, r#"\udc00\ud800"#, r#"\ud800x"#] {
+        let body = format!(r#"{{"activityType":"call","callSid":"CA3","note":"{lone}"}}"#);
+        let d = decode(body.as_bytes(), None);
+        assert!(d.payload.is_none(), "{body} read as JSON");
+        assert!(matches!(d.reading, Reading::Rejected(_)));
+    }
+}
+
 #[test]
 fn json_is_read_whatever_the_content_type() {
     let d = decode(
