@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    telemetry::init(cli.log_format()?, &cli.log_filter)?;
+    let _logs = telemetry::init(cli.log_format()?, &cli.log_filter)?;
     match &cli.command {
         Command::Serve(args) => {
             let settings = args.settings(cli.database_url()?)?;

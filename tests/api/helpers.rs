@@ -112,10 +112,13 @@ fn init_logs() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         if std::env::var("TEST_LOG").is_ok() {
-            let _ = callhippo_ingest::telemetry::init(
+            // Kept for the whole run: the log writer's thread lives as long as it.
+            if let Ok(guard) = callhippo_ingest::telemetry::init(
                 callhippo_ingest::config::LogFormat::Text,
                 "debug",
-            );
+            ) {
+                std::mem::forget(guard);
+            }
         }
     });
 }
