@@ -14,11 +14,13 @@ pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
 /// Lines are formatted on the thread that logs and written by a thread of their own, in
 /// batches: `serve` logs a line per request, and a write to stderr for each one cost its
 /// HTTP threads about a tenth of their CPU at 10,000 requests a second (bench). Nothing is
-/// dropped: a logger that gets 128k lines ahead of the writer waits for it.
+/// dropped: a logger that gets 16k lines ahead of the writer waits for it.
 pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, SettingError> {
     let filter = EnvFilter::try_new(filter)
         .map_err(|e| SettingError(format!("RUST_LOG is not a valid log filter: {e}")))?;
     let (writer, guard) = NonBlockingBuilder::default()
+        // The channel's slots are allocated at once: 128k (the default) took 4 MiB.
+        .buffered_lines_limit(16 * 1024)
         .lossy(false)
         .thread_name("callhippo-log")
         .finish(std::io::BufWriter::with_capacity(
