@@ -214,13 +214,24 @@ struct Queue {
     written: Notify,
 }
 
+/// A batch being written; counted until dropped, even if writing it panics.
+struct Writing<'a>(&'a Queue);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.writing.fetch_sub(1, Ordering::AcqRel);
+        self.0.written.notify_waiters();
+    }
+}
+
 impl Queue {
-    /// Takes the next batch into `jobs` (see the module's comment); `false` once every
-    /// sender is gone and the queue is empty.
-    async fn next_batch(&self, jobs: &mut Vec<Job>, batch_max: usize) -> bool {
+    /// Takes the next batch into `jobs` (see the module's comment), counted as being
+    /// written until the value returned is dropped; `None` once every sender is gone and
+    /// the queue is empty.
+    async fn next_batch(&self, jobs: &mut Vec<Job>, batch_max: usize) -> Option<Writing<'_>> {
         let mut rx = self.rx.lock().await;
         if rx.recv_many(jobs, batch_max).await == 0 {
-            return false;
+            return None;
         }
         let enough = PARALLEL_MIN.min(batch_max);
         while jobs.len() < enough {
@@ -241,22 +252,17 @@ impl Queue {
             }
         }
         self.writing.fetch_add(1, Ordering::AcqRel);
-        true
-    }
-
-    fn batch_written(&self) {
-        self.writing.fetch_sub(1, Ordering::AcqRel);
-        self.written.notify_waiters();
+        Some(Writing(self))
     }
 }
 
 async fn worker(w: Writer, queue: Arc<Queue>, batch_max: usize, metrics: Arc<Metrics>) {
     let mut jobs = Vec::with_capacity(batch_max);
-    while queue.next_batch(&mut jobs, batch_max).await {
+    while let Some(writing) = queue.next_batch(&mut jobs, batch_max).await {
         let (deliveries, replies): (Vec<Delivery>, Vec<oneshot::Sender<Ack>>) =
             jobs.drain(..).map(|j| (j.delivery, j.reply)).unzip();
         let acks = write_timed(&w, &deliveries, &metrics).await;
-        queue.batch_written();
+        drop(writing);
         count_written(&metrics, &deliveries, &acks, false);
         for (reply, ack) in replies.into_iter().zip(acks) {
             let _ = reply.send(ack); // the client may have gone: the event is written anyway
@@ -347,6 +353,10 @@ async fn refuse(w: &Writer, delivery: &Delivery, e: &sqlx::Error) -> Ack {
         field: None,
         message: message.clone(),
     });
+    // Kept as text, not as jsonb: whatever the database refused may be in the payload.
+    if kept.decoded.payload.take().is_some() && kept.decoded.body.is_none() {
+        kept.decoded.body = Some(String::from_utf8_lossy(&delivery.body).replace('\0', "\u{FFFD}"));
+    }
     match write_retrying(w, std::slice::from_ref(&kept)).await {
         Ok(_) => Ack::Refused(message),
         Err(e2) if store::is_unavailable(&e2) => Ack::Unavailable(e2.to_string()),
@@ -467,7 +477,8 @@ mod tests {
         let queue = queue.clone();
         tokio::spawn(async move {
             let mut jobs = Vec::new();
-            assert!(queue.next_batch(&mut jobs, 256).await);
+            let writing = queue.next_batch(&mut jobs, 256).await.expect("a batch");
+            std::mem::forget(writing); // still being written, as far as the queue knows
             jobs.len()
         })
     }
@@ -499,8 +510,22 @@ mod tests {
             !next.is_finished(),
             "waits while the other batch is written"
         );
-        queue.batch_written();
+        drop(Writing(&queue)); // the other batch is written
         assert_eq!(next.await.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_still_ends_its_batch() {
+        let (tx, queue) = queue();
+        send(&tx, 1).await;
+        let q = queue.clone();
+        let task = tokio::spawn(async move {
+            let mut jobs = Vec::new();
+            let _writing = q.next_batch(&mut jobs, 256).await;
+            panic!("a bug while writing");
+        });
+        assert!(task.await.is_err());
+        assert_eq!(queue.writing.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]

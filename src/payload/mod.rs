@@ -6,8 +6,6 @@ pub mod fields;
 mod reader;
 mod sanitize;
 
-use std::borrow::Cow;
-
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -37,18 +35,12 @@ impl Decoded {
         self.reading.kind()
     }
 
-    /// The payload as JSON text, for `raw_events.payload`. When the body is the payload
-    /// exactly (JSON, valid UTF-8, nothing made storable) that is the body itself, past a
-    /// byte-order mark: PostgreSQL reads it to the same jsonb, and printing the parsed value
-    /// again would cost the writer a few microseconds per event. `bytes`: the body as received.
-    pub fn payload_json<'a>(&'a self, bytes: &'a [u8]) -> Option<Cow<'a, str>> {
-        let payload = self.payload.as_ref()?;
-        if self.body.is_none() && self.body_bytes.is_none() {
-            if let Ok(text) = std::str::from_utf8(bytes.strip_prefix(BOM).unwrap_or(bytes)) {
-                return Some(Cow::Borrowed(text));
-            }
-        }
-        Some(Cow::Owned(payload.to_string()))
+    /// The payload as JSON text, for `raw_events.payload`: printed from the parsed value,
+    /// never the body itself. They may differ where PostgreSQL would refuse the body: a
+    /// repeated key keeps only its last value here, while PostgreSQL reads (and rejects) a NUL
+    /// or an out-of-range number in the earlier ones too.
+    pub fn payload_json(&self) -> Option<String> {
+        self.payload.as_ref().map(Value::to_string)
     }
 
     /// The error kept in `raw_events.error`, when the body was refused.

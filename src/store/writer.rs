@@ -471,7 +471,7 @@ async fn upsert<R: RecordTable, K: std::hash::Hash + Eq>(
 struct RawRow<'a> {
     kind: &'static str,
     sha256: &'a [u8; 32],
-    payload: Option<std::borrow::Cow<'a, str>>,
+    payload: Option<String>,
     body: Option<&'a str>,
     body_bytes: Option<&'a [u8]>,
     content_type: Option<&'a str>,
@@ -531,7 +531,7 @@ fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
             .or_insert_with(|| RawRow {
                 kind: dec.kind().as_str(),
                 sha256: &dec.sha256,
-                payload: dec.payload_json(&d.body),
+                payload: dec.payload_json(),
                 body: dec.body.as_deref(),
                 body_bytes: dec.body_bytes.as_deref(),
                 content_type: d.content_type.as_deref(),
@@ -782,15 +782,15 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
              SELECT {all_names}, first_at, first_at FROM calls_in
              ON CONFLICT (call_sid) DO NOTHING
              RETURNING call_sid),
-         -- Plain inserts, without ON CONFLICT's extra index probe per row: these calls were
-         -- inserted by this very statement, so no one else can have linked them yet, and a
-         -- call's tag names (hence ids) are distinct.
+         -- ON CONFLICT although these calls were inserted by this very statement: links left
+         -- behind by a call deleted by hand (call_tags has no foreign key) must not fail it.
          links AS (
              INSERT INTO call_tags (call_sid, tag_id)
              SELECT l.call_sid, l.tag_id
                FROM {links_in} AS l(call_sid, tag_id)
                JOIN calls_new USING (call_sid)
               ORDER BY 1, 2
+             ON CONFLICT DO NOTHING
              RETURNING 1),
          -- Calls already stored exactly so, tags included (as of this statement's
          -- snapshot): duplicates, settled here without a transaction of their own.

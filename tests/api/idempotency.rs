@@ -323,3 +323,28 @@ async fn an_older_delivery_written_late_leaves_the_newer_one() {
         json!({"note": "v3", "tags": ["newest"]})
     );
 }
+
+/// `call_tags` has no foreign key: links left behind by a call deleted by hand must not stop
+/// the call from being stored again.
+#[tokio::test]
+async fn a_call_deleted_by_hand_is_stored_again_despite_its_old_links() {
+    let app = spawn_app().await;
+    assert_eq!(app.post(CALL).await.1["status"], "stored");
+    let pool = app.db.pool().await;
+    sqlx::query("DELETE FROM calls")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(app.count("call_tags").await, 2, "the links stay behind");
+    let again = with(CALL, "note", json!("delivered again"));
+    let (code, answer) = app.post(again).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("stored")),
+        "{answer}"
+    );
+    assert_eq!(
+        app.row("SELECT note, tags FROM call_history").await,
+        json!({"note": "delivered again", "tags": ["Tag1", "Tag2"]})
+    );
+}

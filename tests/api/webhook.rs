@@ -641,3 +641,68 @@ async fn values_beyond_postgresql_limits_are_warnings_not_errors() {
         ]
     );
 }
+
+/// A repeated key counts once, with its last value (as PostgreSQL's jsonb keeps it): an
+/// earlier value PostgreSQL could not store (a NUL, a number beyond `numeric`) must not cost
+/// the event, nor its neighbours.
+#[tokio::test]
+async fn repeated_keys_with_unstorable_earlier_values_are_stored() {
+    let app = spawn_app().await;
+    let bodies = [
+        r#"{"activityType":"call","callSid":"CA-REP-1","note":"a\u0000b","note":"kept"}"#,
+        r#"{"activityType":"call","callSid":"CA-REP-2","callCharge":1e999999,"callCharge":"0.5"}"#,
+        r#"{"activityType":"nothing we know","x":"\u0000","x":1}"#,
+    ];
+    for body in bodies {
+        let (code, answer) = app.post(body).await;
+        assert!(code == 200 || code == 202, "{body}: {code} {answer}");
+    }
+    let calls = app
+        .rows("SELECT call_sid, note, call_charge::text AS charge FROM calls ORDER BY 1")
+        .await;
+    assert_eq!(
+        calls,
+        vec![
+            json!({"call_sid": "CA-REP-1", "note": "kept", "charge": null}),
+            json!({"call_sid": "CA-REP-2", "note": null, "charge": "0.5"}),
+        ]
+    );
+    let raw = app
+        .rows("SELECT kind, error, payload->>'note' AS note FROM raw_events ORDER BY id")
+        .await;
+    assert_eq!(raw.len(), 3, "{raw:?}");
+    assert!(raw.iter().all(|r| r["error"].is_null()), "{raw:?}");
+}
+
+/// An event the database refuses (here: a constraint added for the test) is answered 422 and
+/// kept in `raw_events` with the error, its body as text; its neighbours are stored.
+#[tokio::test]
+async fn an_event_the_database_refuses_is_kept_raw_with_the_error() {
+    let app = spawn_app().await;
+    let pool = app.db.pool().await;
+    sqlx::query(
+        "ALTER TABLE calls ADD CONSTRAINT test_refuses CHECK (note IS DISTINCT FROM 'boom')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let refused = with(CALL, "note", json!("boom"));
+    let (code, answer) = app.post(refused.clone()).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (422, Some("rejected")),
+        "{answer}"
+    );
+    assert_eq!(app.post(SMS).await.1["status"], "stored");
+    let raw = app
+        .row(
+            "SELECT kind, payload IS NULL AS no_payload, body, error LIKE '%test_refuses%' AS named
+               FROM raw_events WHERE kind = 'call'",
+        )
+        .await;
+    assert_eq!(
+        raw,
+        json!({"kind": "call", "no_payload": true, "body": refused, "named": true})
+    );
+    assert_eq!(app.count("calls").await, 0);
+}
