@@ -137,6 +137,7 @@ impl Ingestor {
             rx: Mutex::new(rx),
             writing: AtomicUsize::new(0),
             written: Notify::new(),
+            unavailable_at: std::sync::Mutex::new(None),
         });
         let mut writers = JoinSet::new();
         for _ in 0..workers {
@@ -212,10 +213,15 @@ struct Queue {
     writing: AtomicUsize,
     /// Signalled each time a batch has been written.
     written: Notify,
+    /// When a batch last found the database unavailable. The next batch, if it was being
+    /// gathered by then (it waited behind that one), is answered so at once, and spooled,
+    /// rather than waiting for the database in turn.
+    unavailable_at: std::sync::Mutex<Option<Instant>>,
 }
 
-/// A batch being written; counted until dropped, even if writing it panics.
-struct Writing<'a>(&'a Queue);
+/// A batch being written; counted until dropped, even if writing it panics. `since`: when
+/// its first event was taken from the queue.
+struct Writing<'a>(&'a Queue, Instant);
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
@@ -233,6 +239,7 @@ impl Queue {
         if rx.recv_many(jobs, batch_max).await == 0 {
             return None;
         }
+        let since = Instant::now();
         let enough = PARALLEL_MIN.min(batch_max);
         while jobs.len() < enough {
             let written = self.written.notified();
@@ -252,7 +259,7 @@ impl Queue {
             }
         }
         self.writing.fetch_add(1, Ordering::AcqRel);
-        Some(Writing(self))
+        Some(Writing(self, since))
     }
 }
 
@@ -261,7 +268,26 @@ async fn worker(w: Writer, queue: Arc<Queue>, batch_max: usize, metrics: Arc<Met
     while let Some(writing) = queue.next_batch(&mut jobs, batch_max).await {
         let (deliveries, replies): (Vec<Delivery>, Vec<oneshot::Sender<Ack>>) =
             jobs.drain(..).map(|j| (j.delivery, j.reply)).unzip();
-        let acks = write_timed(&w, &deliveries, &metrics).await;
+        let just_failed = queue
+            .unavailable_at
+            .lock()
+            .expect("never poisoned")
+            .take()
+            .is_some_and(|at| at > writing.1);
+        let acks = if just_failed {
+            tracing::warn!(
+                size = deliveries.len(),
+                "database unavailable for the batch before: spooling this one without trying"
+            );
+            let why = "the database did not answer the batch written before this one";
+            vec![Ack::Unavailable(why.into()); deliveries.len()]
+        } else {
+            let acks = write_timed(&w, &deliveries, &metrics).await;
+            if acks.iter().any(|a| matches!(a, Ack::Unavailable(_))) {
+                *queue.unavailable_at.lock().expect("never poisoned") = Some(Instant::now());
+            }
+            acks
+        };
         drop(writing);
         count_written(&metrics, &deliveries, &acks, false);
         for (reply, ack) in replies.into_iter().zip(acks) {
@@ -456,6 +482,7 @@ mod tests {
             rx: Mutex::new(rx),
             writing: AtomicUsize::new(0),
             written: Notify::new(),
+            unavailable_at: std::sync::Mutex::new(None),
         });
         (tx, queue)
     }
@@ -510,8 +537,56 @@ mod tests {
             !next.is_finished(),
             "waits while the other batch is written"
         );
-        drop(Writing(&queue)); // the other batch is written
+        drop(Writing(&queue, Instant::now())); // the other batch is written
         assert_eq!(next.await.unwrap(), 5);
+    }
+
+    /// A database that takes connections and never answers: each batch waits `timeout`.
+    /// The batch gathered while the first one waited is answered at once, not after another
+    /// `timeout` (without a spool: `Unavailable`, i.e. 503).
+    #[tokio::test]
+    async fn the_batch_behind_one_the_database_did_not_answer_does_not_wait_again() {
+        let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let timeout = Duration::from_millis(1500);
+        let pool = store::pool(&store::DbSettings {
+            url: format!("postgres://postgres@{}/x", black_hole.local_addr().unwrap()),
+            pool_size: 4,
+            timeout,
+        })
+        .unwrap();
+        let (ingestor, _workers) = Ingestor::start(
+            Writer::new(pool, timeout),
+            BatchSettings::default(),
+            None,
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(Metrics::new()),
+        );
+        let submit = |n: u8| {
+            let ingestor = ingestor.clone();
+            tokio::spawn(async move {
+                let body =
+                    bytes::Bytes::from(format!(r#"{{"callSid":"CA{n}","activityType":"call"}}"#));
+                let ack = ingestor
+                    .submit(Delivery::read(body, None, chrono::Utc::now()))
+                    .await;
+                (ack, Instant::now())
+            })
+        };
+        let first = submit(1);
+        tokio::time::sleep(Duration::from_millis(200)).await; // the first batch is waiting
+        let behind = [submit(2), submit(3)];
+        let (ack, first_done) = first.await.unwrap();
+        assert!(matches!(ack, Ack::Unavailable(_)), "{ack:?}");
+        for b in behind {
+            let (ack, done) = b.await.unwrap();
+            assert!(matches!(ack, Ack::Unavailable(_)), "{ack:?}");
+            let after = done.saturating_duration_since(first_done);
+            assert!(
+                after < timeout / 2,
+                "answered {after:?} after the first batch"
+            );
+        }
+        drop(black_hole);
     }
 
     #[tokio::test]
