@@ -133,12 +133,7 @@ impl Ingestor {
         let workers = settings.workers.max(1);
         let batch_max = settings.batch_max.max(1);
         let (tx, rx) = mpsc::channel::<Job>(batch_max * workers * 4);
-        let queue = Arc::new(Queue {
-            rx: Mutex::new(rx),
-            writing: AtomicUsize::new(0),
-            written: Notify::new(),
-            unavailable_at: std::sync::Mutex::new(None),
-        });
+        let queue = Arc::new(Queue::new(rx));
         let mut writers = JoinSet::new();
         for _ in 0..workers {
             writers.spawn(worker(
@@ -219,18 +214,30 @@ struct Queue {
     unavailable_at: std::sync::Mutex<Option<Instant>>,
 }
 
-/// A batch being written; counted until dropped, even if writing it panics. `since`: when
-/// its first event was taken from the queue.
-struct Writing<'a>(&'a Queue, Instant);
+/// A batch being written; counted until dropped, even if writing it panics.
+struct Writing<'a> {
+    queue: &'a Queue,
+    /// When its first event was taken from the queue.
+    since: Instant,
+}
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        self.0.writing.fetch_sub(1, Ordering::AcqRel);
-        self.0.written.notify_waiters();
+        self.queue.writing.fetch_sub(1, Ordering::AcqRel);
+        self.queue.written.notify_waiters();
     }
 }
 
 impl Queue {
+    fn new(rx: mpsc::Receiver<Job>) -> Queue {
+        Queue {
+            rx: Mutex::new(rx),
+            writing: AtomicUsize::new(0),
+            written: Notify::new(),
+            unavailable_at: std::sync::Mutex::new(None),
+        }
+    }
+
     /// Takes the next batch into `jobs` (see the module's comment), counted as being
     /// written until the value returned is dropped; `None` once every sender is gone and
     /// the queue is empty.
@@ -259,7 +266,7 @@ impl Queue {
             }
         }
         self.writing.fetch_add(1, Ordering::AcqRel);
-        Some(Writing(self, since))
+        Some(Writing { queue: self, since })
     }
 }
 
@@ -273,7 +280,7 @@ async fn worker(w: Writer, queue: Arc<Queue>, batch_max: usize, metrics: Arc<Met
             .lock()
             .expect("never poisoned")
             .take()
-            .is_some_and(|at| at > writing.1);
+            .is_some_and(|at| at > writing.since);
         let acks = if just_failed {
             tracing::warn!(
                 size = deliveries.len(),
@@ -381,7 +388,7 @@ async fn refuse(w: &Writer, delivery: &Delivery, e: &sqlx::Error) -> Ack {
     });
     // Kept as text, not as jsonb: whatever the database refused may be in the payload.
     if kept.decoded.payload.take().is_some() && kept.decoded.body.is_none() {
-        kept.decoded.body = Some(String::from_utf8_lossy(&delivery.body).replace('\0', "\u{FFFD}"));
+        kept.decoded.body = Some(crate::payload::body_text(&delivery.body));
     }
     match write_retrying(w, std::slice::from_ref(&kept)).await {
         Ok(_) => Ack::Refused(message),
@@ -478,13 +485,7 @@ mod tests {
 
     fn queue() -> (mpsc::Sender<Job>, Arc<Queue>) {
         let (tx, rx) = mpsc::channel(1024);
-        let queue = Arc::new(Queue {
-            rx: Mutex::new(rx),
-            writing: AtomicUsize::new(0),
-            written: Notify::new(),
-            unavailable_at: std::sync::Mutex::new(None),
-        });
-        (tx, queue)
+        (tx, Arc::new(Queue::new(rx)))
     }
 
     async fn send(tx: &mpsc::Sender<Job>, n: usize) {
@@ -537,7 +538,10 @@ mod tests {
             !next.is_finished(),
             "waits while the other batch is written"
         );
-        drop(Writing(&queue, Instant::now())); // the other batch is written
+        drop(Writing {
+            queue: &queue,
+            since: Instant::now(),
+        }); // the other batch is written
         assert_eq!(next.await.unwrap(), 5);
     }
 

@@ -67,7 +67,7 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
     // Made only when it is kept.
     let body = || match text {
         Some(text) => text.to_owned(),
-        None => String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}"),
+        None => body_text(bytes),
     };
 
     let parsed: Option<Value> = serde_json::from_slice(unbommed).ok();
@@ -116,6 +116,12 @@ pub fn decode(bytes: &[u8], content_type: Option<&str>) -> Decoded {
         body_bytes,
         reading,
     }
+}
+
+/// A body as `raw_events.body` keeps it: the text, with each invalid byte sequence and each
+/// NUL (which PostgreSQL's `text` cannot hold) as U+FFFD.
+pub fn body_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
 }
 
 fn is_form(content_type: Option<&str>) -> bool {

@@ -682,12 +682,12 @@ impl TableNames {
 
 /// `prefix` + each column name, comma-separated.
 fn names(cols: &[Column<'_>], prefix: &str) -> String {
-    list(cols.iter().map(|c| c.name), prefix)
+    list(&cols.iter().map(|c| c.name).collect::<Vec<_>>(), prefix)
 }
 
-fn list<'n>(names: impl IntoIterator<Item = &'n str>, prefix: &str) -> String {
+fn list(names: &[&str], prefix: &str) -> String {
     names
-        .into_iter()
+        .iter()
         .map(|n| format!("{prefix}{n}"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -733,12 +733,12 @@ fn upsert_parts<R: RecordTable + 'static>(
             AND t.updated_at <= {last_at}
          RETURNING {returned_keys}, (t.xmax = 0) AS inserted",
         table = R::TABLE,
-        all_names = list(n.all.iter().copied(), ""),
-        key_names = list(n.key.iter().copied(), ""),
-        value_names = list(n.values.iter().copied(), ""),
-        excluded_values = list(n.values.iter().copied(), "excluded."),
-        old_values = list(n.values.iter().copied(), "t."),
-        returned_keys = list(n.key.iter().copied(), "t."),
+        all_names = list(&n.all, ""),
+        key_names = list(&n.key, ""),
+        value_names = list(&n.values, ""),
+        excluded_values = list(&n.values, "excluded."),
+        old_values = list(&n.values, "t."),
+        returned_keys = list(&n.key, "t."),
     );
     UpsertSql {
         input,
@@ -824,9 +824,9 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| {
          UNION ALL SELECT 3, call_sid, status, occurred_at, inserted FROM status_up",
         raw = raw_upsert_sql(1),
         calls_in = calls.input,
-        all_names = list(call_names.all.iter().copied(), ""),
-        old_values = list(call_names.values.iter().copied(), "t."),
-        input_values = list(call_names.values.iter().copied(), "i."),
+        all_names = list(&call_names.all, ""),
+        old_values = list(&call_names.values, "t."),
+        input_values = list(&call_names.values, "i."),
         sms_in = sms.input,
         sms_insert = sms.insert,
         status_in = status.input,
