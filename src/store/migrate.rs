@@ -36,12 +36,23 @@ pub fn latest_version() -> i32 {
 /// PostgreSQL advisory lock, the others wait for it and then find nothing to do.
 /// Returns the names of the migrations this call applied.
 pub async fn run(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    run_until(conn, None).await
+}
+
+/// [`run`], stopping at migration `version` when one is given (upgrade tests start from an
+/// older schema this way).
+pub async fn run_until(
+    conn: &mut PgConnection,
+    version: Option<refinery::SchemaVersion>,
+) -> anyhow::Result<Vec<String>> {
+    let target = version.map_or(refinery::Target::Latest, refinery::Target::Version);
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *conn)
         .await?;
     let result = embedded::migrations::runner()
         .set_abort_divergent(true)
+        .set_target(target)
         .run_async(&mut SqlxMigrator(conn))
         .await;
     // Unlock even when a migration failed; the session ends soon anyway.

@@ -104,3 +104,124 @@ async fn reader_role_reads_everything_and_writes_nothing() {
         assert!(e.to_string().contains("permission denied"), "{write}: {e}");
     }
 }
+
+/// A database at V2 holding a call with tags and a status event (and, with `own_view`, a
+/// view of the user's own on `calls.call_sid`), then migrated to the latest version.
+async fn upgraded_from_v2(own_view: bool) -> (TestDb, PgConnection) {
+    let db = TestDb::new().await;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    migrate::run_until(&mut conn, Some(2)).await.unwrap();
+    assert_eq!(migrate::current_version(&mut conn).await.unwrap(), Some(2));
+    let mut setup = vec![
+        "INSERT INTO calls (call_sid, from_number, agent_email, status, started_at, received_at, updated_at)
+         VALUES ('CA-old', '+14155550100', 'asha@example.com', 'completed', now(), now(), now())",
+        "INSERT INTO tags (name) VALUES ('VIP'), ('Sales')",
+        "INSERT INTO call_tags SELECT 'CA-old', id FROM tags",
+        "INSERT INTO call_status (call_sid, status, occurred_at, received_at, updated_at)
+         VALUES ('CA-old', 'answered', now(), now(), now())",
+    ];
+    if own_view {
+        setup.push("CREATE VIEW my_calls AS SELECT call_sid, from_number FROM calls");
+    }
+    for sql in setup {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    let applied = migrate::run(&mut conn).await.unwrap();
+    assert!(!applied.is_empty(), "something was left to apply");
+    assert_eq!(
+        migrate::current_version(&mut conn).await.unwrap(),
+        Some(migrate::latest_version())
+    );
+    (db, conn)
+}
+
+async fn collation(conn: &mut PgConnection, table: &str, column: &str) -> String {
+    sqlx::query_scalar(
+        "SELECT c.collname::text FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+          WHERE a.attrelid = $1::regclass AND a.attname = $2",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// What the views show of the call stored before the upgrade, read as the reader role:
+/// its tags, its last status and the agent's number of calls.
+async fn old_call_as_reader(conn: &mut PgConnection) -> (Vec<String>, Option<String>, i64) {
+    sqlx::query("SET ROLE callhippo_reader")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let (tags, last_status): (Vec<String>, Option<String>) =
+        sqlx::query_as("SELECT tags, last_status FROM call_history WHERE call_sid = 'CA-old'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    let calls: i64 =
+        sqlx::query_scalar("SELECT calls FROM agents WHERE agent_email = 'asha@example.com'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    (tags, last_status, calls)
+}
+
+#[tokio::test]
+async fn upgrading_from_v2_makes_keys_bytewise_and_keeps_rows_views_and_grants() {
+    let (_db, mut conn) = upgraded_from_v2(false).await;
+    for (table, column) in [
+        ("calls", "call_sid"),
+        ("calls", "from_number"),
+        ("calls", "to_number"),
+        ("calls", "agent_email"),
+        ("call_tags", "call_sid"),
+        ("call_status", "call_sid"),
+        ("call_status", "status"),
+        ("sms", "sms_key"),
+    ] {
+        assert_eq!(
+            collation(&mut conn, table, column).await,
+            "C",
+            "{table}.{column}"
+        );
+    }
+    assert_eq!(collation(&mut conn, "calls", "note").await, "default");
+    assert_eq!(
+        old_call_as_reader(&mut conn).await,
+        (
+            vec!["Sales".into(), "VIP".into()],
+            Some("answered".into()),
+            1
+        )
+    );
+    // The rebuilt primary key still refuses a second row for the call.
+    let e = sqlx::query(
+        "INSERT INTO calls (call_sid, received_at, updated_at) VALUES ('CA-old', now(), now())",
+    )
+    .execute(&mut conn)
+    .await
+    .expect_err("a second row for the call");
+    assert!(e.to_string().contains("calls_pkey"), "{e}");
+}
+
+#[tokio::test]
+async fn upgrading_from_v2_with_a_view_of_ones_own_on_the_keys_still_succeeds() {
+    let (_db, mut conn) = upgraded_from_v2(true).await;
+    // The keys keep their collation (the user's view depends on them); nothing is lost.
+    assert_eq!(collation(&mut conn, "calls", "call_sid").await, "default");
+    assert_eq!(
+        old_call_as_reader(&mut conn).await,
+        (
+            vec!["Sales".into(), "VIP".into()],
+            Some("answered".into()),
+            1
+        )
+    );
+    let mine: i64 = sqlx::query_scalar("SELECT count(*) FROM my_calls")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mine, 1);
+}
