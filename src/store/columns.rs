@@ -137,16 +137,26 @@ impl<'a, T> Columns<'a, T> {
     }
 }
 
-/// `SELECT <columns> FROM unnest($first::<type>[], …) AS x(<names>)`: the rows of `cols`,
-/// bound from parameter `first` on, with each column of its table's type.
+/// `SELECT <columns> FROM (SELECT unnest($first::<type>[]) AS <name>, …) AS x`: the rows of
+/// `cols`, bound from parameter `first` on, with each column of its table's type.
+///
+/// The arrays are unpacked in the select list (a ProjectSet, which streams its rows) rather
+/// than by `unnest(a, b, …)` in FROM, which first copies every row into a tuplestore. The
+/// arrays all have the batch's length, so both read the same rows.
 pub(super) fn unnest_select(cols: &[Column<'_>], first: usize) -> String {
     let arrays = cols
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("${}::{}", first + i, c.data.array_type()))
+        .map(|(i, c)| {
+            format!(
+                "unnest(${}::{}) AS {}",
+                first + i,
+                c.data.array_type(),
+                c.name
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
-    let names = cols.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
     let values = cols
         .iter()
         .map(|c| match c.data.cast() {
@@ -155,7 +165,7 @@ pub(super) fn unnest_select(cols: &[Column<'_>], first: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    format!("SELECT {values} FROM unnest({arrays}) AS x({names})")
+    format!("SELECT {values} FROM (SELECT {arrays}) AS x")
 }
 
 /// Binds each column's array, in order.
@@ -232,7 +242,7 @@ mod tests {
             .done();
         assert_eq!(
             unnest_select(&cols, 4),
-            "SELECT x.n, x.s, x.j::jsonb AS j FROM unnest($4::integer[], $5::text[], $6::text[]) AS x(n, s, j)"
+            "SELECT x.n, x.s, x.j::jsonb AS j FROM (SELECT unnest($4::integer[]) AS n, unnest($5::text[]) AS s, unnest($6::text[]) AS j) AS x"
         );
     }
 }
