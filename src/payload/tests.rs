@@ -423,6 +423,22 @@ fn byte_order_mark_is_ignored() {
     assert_eq!(d.body, None);
 }
 
+/// Every object's keys are printed in jsonb's order (length, then bytes), at every depth, and
+/// the text reads back as the same value, escapes and all.
+#[test]
+fn payload_json_prints_keys_in_jsonb_order() {
+    let body = r#"{"activityType":"call","callSid":"CA1","zz":1,"b":{"ccc":"\"q\"","a":[{"yy":null,"x":true}],"é":"\u00e9\n"},"aaa":-1.50e3,"ab":[],"a":{}}"#;
+    let printed = decode(body.as_bytes(), None).payload_json().unwrap();
+    assert_eq!(
+        printed,
+        r#"{"a":{},"b":{"a":[{"x":true,"yy":null}],"é":"é\n","ccc":"\"q\""},"ab":[],"zz":1,"aaa":-1.50e+3,"callSid":"CA1","activityType":"call"}"#
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&printed).unwrap(),
+        serde_json::from_str::<serde_json::Value>(body).unwrap()
+    );
+}
+
 /// The payload's JSON text is printed from the parsed value: what PostgreSQL stores. An
 /// escaped lone surrogate, which PostgreSQL refuses, never reads as JSON.
 #[test]

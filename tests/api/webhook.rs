@@ -149,6 +149,74 @@ async fn awkward_values_are_stored_exactly_and_compare_equal_again() {
     assert_eq!(body["status"], "duplicate", "{body}");
 }
 
+/// The service prints payloads with each object's keys in the order jsonb keeps them (it
+/// saves PostgreSQL a sort): PostgreSQL's own order must agree, multi-byte keys included,
+/// and the stored payload is the body's value.
+#[tokio::test]
+async fn payload_keys_are_printed_in_the_order_postgresql_keeps_them() {
+    let app = spawn_app().await;
+    let body = r#"{"activityType":"call","callSid":"CA-order","zz":1,"é":2,"b":{"ccc":1,"é":2,"a":3},"aaa":4,"ab":5,"a":6,"Z":7}"#;
+    assert_eq!(app.post(body).await.1["status"], "stored");
+    let printed = callhippo_ingest::payload::decode(body.as_bytes(), None)
+        .payload_json()
+        .unwrap();
+    let row = app
+        .row(
+            "SELECT (SELECT array_agg(k) FROM jsonb_object_keys(payload) k) AS top,
+                    (SELECT array_agg(k) FROM jsonb_object_keys(payload->'b') k) AS nested,
+                    payload = $$BODY$$::jsonb AS same_value
+               FROM raw_events"
+                .replace("BODY", body)
+                .as_str(),
+        )
+        .await;
+    let keys_in = |text: &str| -> Vec<String> {
+        // The top-level keys of the printed text, in order, and those of "b".
+        let mut top = Vec::new();
+        let mut depth = 0;
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' | '[' => depth += 1,
+                '}' | ']' => depth -= 1,
+                '"' => {
+                    let end = i + 1 + text[i + 1..].find('"').unwrap();
+                    if depth == 1 && text[end + 1..].starts_with(':') {
+                        top.push(text[i + 1..end].to_owned());
+                    }
+                    while chars.peek().is_some_and(|(j, _)| *j <= end) {
+                        chars.next();
+                    }
+                }
+                _ => {}
+            }
+        }
+        top
+    };
+    let nested_text = {
+        let start = printed.find(r#""b":"#).unwrap() + 4;
+        let end = start + printed[start..].find('}').unwrap() + 1;
+        printed[start..end].to_owned()
+    };
+    assert_eq!(row["top"], json!(keys_in(&printed)), "{printed}");
+    assert_eq!(row["nested"], json!(keys_in(&nested_text)), "{printed}");
+    assert_eq!(
+        row["top"],
+        json!([
+            "Z",
+            "a",
+            "b",
+            "ab",
+            "zz",
+            "é",
+            "aaa",
+            "callSid",
+            "activityType"
+        ])
+    );
+    assert_eq!(row["same_value"], true);
+}
+
 #[tokio::test]
 async fn vendor_sms_and_status_samples_are_stored() {
     let app = spawn_app().await;
