@@ -58,7 +58,7 @@ fn assert_storable(v: &Value) {
 fn check(bytes: &[u8], content_type: Option<&str>) {
     let d = decode(bytes, content_type);
     if let Some(p) = &d.payload {
-        assert_storable(p);
+        assert_storable(&serde_json::from_str(p).expect("the payload text is JSON"));
     }
     if let Some(b) = &d.body {
         assert!(!b.contains('\0'), "text cannot hold NUL");
@@ -131,7 +131,8 @@ fn huge_numbers_and_duplicate_keys() {
         None,
     );
     assert_eq!(d.kind(), Kind::Call);
-    assert_eq!(d.payload.unwrap()["callSid"], "b");
+    let payload: serde_json::Value = serde_json::from_str(&d.payload.unwrap()).unwrap();
+    assert_eq!(payload["callSid"], "b");
 }
 
 #[test]

@@ -471,7 +471,7 @@ async fn upsert<R: RecordTable, K: std::hash::Hash + Eq>(
 struct RawRow<'a> {
     kind: &'static str,
     sha256: &'a [u8; 32],
-    payload: Option<String>,
+    payload: Option<&'a str>,
     body: Option<&'a str>,
     body_bytes: Option<&'a [u8]>,
     content_type: Option<&'a str>,
@@ -485,7 +485,7 @@ fn raw_columns<'a>(rows: &'a [RawRow<'a>]) -> Vec<Column<'a>> {
     Columns::new(rows)
         .text("kind", |r| Some(r.kind))
         .bytes("body_sha256", |r| Some(&r.sha256[..]))
-        .jsonb("payload", |r| r.payload.as_deref().map(Into::into))
+        .jsonb("payload", |r| r.payload.map(Into::into))
         .text("body", |r| r.body)
         .bytes("body_bytes", |r| r.body_bytes)
         .text("content_type", |r| r.content_type)
@@ -531,7 +531,7 @@ fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
             .or_insert_with(|| RawRow {
                 kind: dec.kind().as_str(),
                 sha256: &dec.sha256,
-                payload: dec.payload_json(),
+                payload: dec.payload.as_deref(),
                 body: dec.body.as_deref(),
                 body_bytes: dec.body_bytes.as_deref(),
                 content_type: d.content_type.as_deref(),
