@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio::task::JoinSet;
 
@@ -76,7 +77,22 @@ pub struct Writer {
     /// The longest a batch may take before the database counts as unreachable.
     pub timeout: Duration,
     pub tags: Arc<TagCache>,
+    /// Connections that have just written a batch, the latest last.
+    ///
+    /// sqlx pings a connection each time it goes back to its pool (a round trip that wakes
+    /// the backend once more per batch), and hands out idle connections oldest first, so
+    /// consecutive batches went to different backends, each with colder caches. Batches
+    /// take the connection that wrote last instead, and give it back only once it has
+    /// written without an error.
+    idle: Arc<std::sync::Mutex<Vec<KeptConnection>>>,
 }
+
+/// A connection in [`Writer::idle`], with when it was kept.
+type KeptConnection = (Instant, PoolConnection<Postgres>);
+
+/// How long a connection may wait in [`Writer::idle`] before it goes back to the pool (whose
+/// own idle timeout then applies).
+const KEPT_IDLE_MAX: Duration = Duration::from_secs(60);
 
 impl Writer {
     pub fn new(pool: PgPool, timeout: Duration) -> Writer {
@@ -84,7 +100,31 @@ impl Writer {
             pool,
             timeout,
             tags: Arc::default(),
+            idle: Arc::default(),
         }
+    }
+
+    /// The connection that wrote last, else one from the pool.
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let (kept, stale) = {
+            let mut idle = self.idle.lock().expect("never poisoned");
+            let old = (idle.iter())
+                .take_while(|(at, _)| at.elapsed() > KEPT_IDLE_MAX)
+                .count();
+            let stale: Vec<_> = idle.drain(..old).collect();
+            (idle.pop(), stale)
+        };
+        drop(stale); // back to the pool
+        match kept {
+            Some((_, conn)) => Ok(conn),
+            None => self.pool.acquire().await,
+        }
+    }
+
+    /// Keeps a connection that has just written, for the next batch.
+    fn keep(&self, conn: PoolConnection<Postgres>) {
+        let mut idle = self.idle.lock().expect("never poisoned");
+        idle.push((Instant::now(), conn));
     }
 }
 
@@ -357,8 +397,12 @@ async fn write_retrying(w: &Writer, batch: &[Delivery]) -> Result<Vec<Outcome>, 
     let mut attempt = 0;
     loop {
         let attempt_write = async {
-            let mut conn = w.pool.acquire().await?;
-            store::write_batch(&mut conn, batch, &w.tags).await
+            let mut conn = w.connection().await?;
+            let written = store::write_batch(&mut conn, batch, &w.tags).await;
+            if written.is_ok() {
+                w.keep(conn);
+            }
+            written
         };
         // statement_timeout does not help against a database that does not answer at all
         // (a hung host, a cut network): the client gives up too. If the commit did happen,
@@ -591,6 +635,35 @@ mod tests {
             );
         }
         drop(black_hole);
+    }
+
+    /// The backend a connection of the writer talks to.
+    async fn backend(conn: &mut PoolConnection<Postgres>) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_takes_the_connection_that_wrote_last() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let pool = PgPool::connect(&url).await.unwrap();
+        let w = Writer::new(pool, Duration::from_secs(30));
+        let (mut a, mut b) = (w.connection().await.unwrap(), w.connection().await.unwrap());
+        let (pid_a, pid_b) = (backend(&mut a).await, backend(&mut b).await);
+        assert_ne!(pid_a, pid_b);
+        // Kept a, then b: the next takes b, then a, without a pool round trip in between.
+        w.keep(a);
+        w.keep(b);
+        let mut next = w.connection().await.unwrap();
+        assert_eq!(backend(&mut next).await, pid_b);
+        let mut after = w.connection().await.unwrap();
+        assert_eq!(backend(&mut after).await, pid_a);
+        // Nothing kept: one from the pool.
+        let mut fresh = w.connection().await.unwrap();
+        assert!(![pid_a, pid_b].contains(&backend(&mut fresh).await));
     }
 
     #[tokio::test]
