@@ -121,10 +121,18 @@ impl Writer {
         }
     }
 
-    /// Keeps a connection that has just written, for the next batch.
+    /// Keeps a connection that has just written, for the next batch; always leaves one of
+    /// the pool's connections to the others (`/readyz`, retention), so a pool of one keeps
+    /// none.
     fn keep(&self, conn: PoolConnection<Postgres>) {
+        let most = (self.pool.options().get_max_connections() as usize).saturating_sub(1);
         let mut idle = self.idle.lock().expect("never poisoned");
-        idle.push((Instant::now(), conn));
+        if idle.len() < most {
+            idle.push((Instant::now(), conn));
+        } else {
+            drop(idle);
+            drop(conn); // back to the pool
+        }
     }
 }
 
@@ -664,6 +672,26 @@ mod tests {
         // Nothing kept: one from the pool.
         let mut fresh = w.connection().await.unwrap();
         assert!(![pid_a, pid_b].contains(&backend(&mut fresh).await));
+    }
+
+    #[tokio::test]
+    async fn the_writer_leaves_one_connection_of_the_pool_to_the_others() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect(&url)
+            .await
+            .unwrap();
+        let w = Writer::new(pool.clone(), Duration::from_secs(30));
+        let conn = w.connection().await.unwrap();
+        w.keep(conn);
+        let mut other = pool
+            .acquire()
+            .await
+            .expect("the pool's only connection is free");
+        sqlx::query("SELECT 1").execute(&mut *other).await.unwrap();
     }
 
     #[tokio::test]
