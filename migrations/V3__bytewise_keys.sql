@@ -6,11 +6,25 @@
 -- C.UTF-8, 7.5 under ICU en-US; each event makes four to six such inserts or lookups. Sorting by
 -- these columns is then by code point, as it already was under C.UTF-8; add a COLLATE to a
 -- query for another order. The views read these columns, so they are made again exactly as
--- in V2. If another object depends on them (a view of your own), nothing here changes, and a
--- warning says so. The ALTERs rebuild the indexes of calls, call_tags, call_status and sms
+-- in V2, with the privileges they had (a BI role's SELECT included); the altered columns'
+-- statistics are gathered again. If another object depends on them (a view of your own), or
+-- the migrating role does not own them all, nothing here changes, and a warning says so. The ALTERs rebuild the indexes of calls, call_tags, call_status and sms
 -- while holding their locks: on tables of millions of rows the upgrade takes a few seconds
 -- per million rows, and writes wait for it.
 DO $v3$
+DECLARE
+    -- The views' privileges, as GRANT statements to run again once they are made again.
+    grants text[] := ARRAY(
+        SELECT format('GRANT %s ON %I TO %s%s', a.privilege_type, c.relname,
+                      CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                           ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                      CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+          FROM pg_class c, aclexplode(c.relacl) a
+         WHERE c.relnamespace = to_regnamespace(current_schema())
+           AND c.relname IN ('call_history', 'call_daily_stats', 'agent_daily_stats',
+                             'sms_daily_stats', 'agents')
+           AND a.grantee <> c.relowner);
+    g text;
 BEGIN
     DROP VIEW call_history, call_daily_stats, agent_daily_stats, sms_daily_stats, agents;
 
@@ -155,11 +169,20 @@ BEGIN
         COMMENT ON COLUMN agents.calls IS 'Number of calls.';
         COMMENT ON COLUMN agents.sms IS 'Number of SMS messages.';
 
+    FOREACH g IN ARRAY grants LOOP
+        EXECUTE g;
+    END LOOP;
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'callhippo_reader') THEN
         GRANT SELECT ON call_history, call_daily_stats, agent_daily_stats, sms_daily_stats, agents
             TO callhippo_reader;
     END IF;
-EXCEPTION WHEN dependent_objects_still_exist OR feature_not_supported THEN
-    RAISE WARNING 'text keys keep the database''s collation (writes are slower under a linguistic one): %', SQLERRM;
+
+    -- Changing a column's collation drops its statistics, and no row changed to make
+    -- autovacuum gather them again.
+    ANALYZE calls, call_tags, call_status, sms;
+EXCEPTION
+    WHEN dependent_objects_still_exist OR feature_not_supported OR insufficient_privilege
+         OR duplicate_column THEN
+    RAISE WARNING 'text keys keep the database''s collation (writes are slower under a linguistic one): %. To apply it later, remove the cause and run this block of migrations/V3__bytewise_keys.sql with psql.', SQLERRM;
 END
 $v3$;

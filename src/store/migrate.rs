@@ -46,8 +46,24 @@ pub async fn run_until(
     version: Option<refinery::SchemaVersion>,
 ) -> anyhow::Result<Vec<String>> {
     let target = version.map_or(refinery::Target::Latest, refinery::Target::Version);
+    // A migration may rebuild the indexes of big tables (V3: seconds per million rows), far
+    // longer than the service's statement timeout: it runs without one, and waits for the
+    // other replicas' migration as long as that takes. Waiting for locks that other sessions
+    // hold on tables (a long BI query) stays bounded by the session's statement timeout, so
+    // the migration fails and is retried rather than queue an exclusive lock that would
+    // block every reader and writer behind it.
+    let bound: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(&bound)
         .execute(&mut *conn)
         .await?;
     let result = embedded::migrations::runner()
@@ -60,8 +76,15 @@ pub async fn run_until(
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *conn)
         .await;
+    let restore = sqlx::query(
+        "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', '0', false)",
+    )
+    .bind(&bound)
+    .execute(&mut *conn)
+    .await;
     let report = result?;
     unlock?;
+    restore?;
     Ok(report
         .applied_migrations()
         .iter()

@@ -119,6 +119,8 @@ async fn upgraded_from_v2(own_view: bool) -> (TestDb, PgConnection) {
         "INSERT INTO call_tags SELECT 'CA-old', id FROM tags",
         "INSERT INTO call_status (call_sid, status, occurred_at, received_at, updated_at)
          VALUES ('CA-old', 'answered', now(), now(), now())",
+        // A privilege of the operator's own on a view (the reader's comes from V2).
+        "GRANT SELECT ON agents TO PUBLIC",
     ];
     if own_view {
         setup.push("CREATE VIEW my_calls AS SELECT call_sid, from_number FROM calls");
@@ -188,6 +190,16 @@ async fn upgrading_from_v2_makes_keys_bytewise_and_keeps_rows_views_and_grants()
         );
     }
     assert_eq!(collation(&mut conn, "calls", "note").await, "default");
+    // The views made again have their privileges back, and the altered columns statistics.
+    let (public_select, stats): (bool, i64) = sqlx::query_as(
+        "SELECT has_table_privilege('public', 'agents', 'SELECT'),
+                (SELECT count(*) FROM pg_stats
+                  WHERE tablename = 'calls' AND attname IN ('call_sid', 'agent_email'))",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((public_select, stats), (true, 2));
     assert_eq!(
         old_call_as_reader(&mut conn).await,
         (
@@ -224,4 +236,79 @@ async fn upgrading_from_v2_with_a_view_of_ones_own_on_the_keys_still_succeeds() 
         .await
         .unwrap();
     assert_eq!(mine, 1);
+}
+
+/// A connection to `url` whose statements time out after `ms` milliseconds, as the service's.
+async fn connect_with_timeout(url: &str, ms: u64) -> PgConnection {
+    use sqlx::ConnectOptions;
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    opts.options([("statement_timeout", ms.to_string())])
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A V2 database with `calls` calls (each with one tag link).
+async fn v2_with_calls(calls: i64) -> TestDb {
+    let db = TestDb::new().await;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    migrate::run_until(&mut conn, Some(2)).await.unwrap();
+    for sql in [
+        "INSERT INTO calls (call_sid, from_number, to_number, agent_email, started_at, received_at, updated_at)
+         SELECT 'CA' || md5(i::text), '+1415' || i, '+44' || i, 'agent' || (i % 50) || '@example.com',
+                now(), now(), now()
+           FROM generate_series(1, $1) i",
+        "INSERT INTO tags (name) VALUES ('VIP')",
+        "INSERT INTO call_tags SELECT call_sid, 1 FROM calls",
+    ] {
+        let q = sqlx::query(sql);
+        let q = if sql.contains("$1") { q.bind(calls) } else { q };
+        q.execute(&mut conn).await.unwrap();
+    }
+    db
+}
+
+/// The service connects with a statement timeout of a few seconds; rebuilding the indexes
+/// of big tables takes longer. Migrations run without it.
+#[tokio::test]
+async fn a_migration_longer_than_the_statement_timeout_completes() {
+    let db = v2_with_calls(100_000).await;
+    let mut conn = connect_with_timeout(&db.url, 50).await;
+    let applied = migrate::run(&mut conn)
+        .await
+        .expect("migrated despite the timeout");
+    assert!(!applied.is_empty());
+    assert_eq!(collation(&mut conn, "calls", "call_sid").await, "C");
+    // The session's timeout is back for what follows.
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "50ms");
+}
+
+/// A long query holding a table makes the migration give up within the statement timeout
+/// (and be retried later) instead of queueing an exclusive lock that blocks everyone.
+#[tokio::test]
+async fn a_migration_waits_for_other_sessions_locks_no_longer_than_the_timeout() {
+    let db = v2_with_calls(10).await;
+    let mut reader = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    sqlx::query("SELECT count(*) FROM calls")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    let mut conn = connect_with_timeout(&db.url, 300).await;
+    let started = std::time::Instant::now();
+    let e = migrate::run(&mut conn)
+        .await
+        .expect_err("the lock on calls is held");
+    assert!(format!("{e:#}").contains("lock timeout"), "{e:#}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(migrate::current_version(&mut conn).await.unwrap(), Some(2));
+    sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+    migrate::run(&mut conn)
+        .await
+        .expect("migrated once the lock is gone");
+    assert_eq!(collation(&mut conn, "calls", "call_sid").await, "C");
 }
