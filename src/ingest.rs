@@ -87,12 +87,22 @@ pub struct Writer {
     idle: Arc<std::sync::Mutex<Vec<KeptConnection>>>,
 }
 
-/// A connection in [`Writer::idle`], with when it was kept.
-type KeptConnection = (Instant, PoolConnection<Postgres>);
+/// A connection in [`Writer::idle`].
+struct KeptConnection {
+    conn: PoolConnection<Postgres>,
+    /// When it was kept.
+    at: Instant,
+    /// When it was taken from the pool.
+    since: Instant,
+}
 
 /// How long a connection may wait in [`Writer::idle`] before it goes back to the pool (whose
 /// own idle timeout then applies).
 const KEPT_IDLE_MAX: Duration = Duration::from_secs(60);
+
+/// How long a connection is reused before it goes back to the pool, which then closes it if
+/// it is past the pool's own `max_lifetime` (sqlx checks that only on return).
+const KEPT_LIFETIME_MAX: Duration = Duration::from_secs(30 * 60);
 
 impl Writer {
     pub fn new(pool: PgPool, timeout: Duration) -> Writer {
@@ -104,35 +114,43 @@ impl Writer {
         }
     }
 
-    /// The connection that wrote last, else one from the pool.
-    async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let (kept, stale) = {
-            let mut idle = self.idle.lock().expect("never poisoned");
-            let old = (idle.iter())
-                .take_while(|(at, _)| at.elapsed() > KEPT_IDLE_MAX)
-                .count();
-            let stale: Vec<_> = idle.drain(..old).collect();
-            (idle.pop(), stale)
-        };
-        drop(stale); // back to the pool
+    /// The connection that wrote last, else one from the pool; with when it was taken from
+    /// the pool.
+    async fn connection(&self) -> Result<(PoolConnection<Postgres>, Instant), sqlx::Error> {
+        self.sweep();
+        let kept = self.idle.lock().expect("never poisoned").pop();
         match kept {
-            Some((_, conn)) => Ok(conn),
-            None => self.pool.acquire().await,
+            Some(k) => Ok((k.conn, k.since)),
+            None => Ok((self.pool.acquire().await?, Instant::now())),
         }
     }
 
-    /// Keeps a connection that has just written, for the next batch; always leaves one of
-    /// the pool's connections to the others (`/readyz`, retention), so a pool of one keeps
-    /// none.
-    fn keep(&self, conn: PoolConnection<Postgres>) {
-        let most = (self.pool.options().get_max_connections() as usize).saturating_sub(1);
-        let mut idle = self.idle.lock().expect("never poisoned");
-        if idle.len() < most {
-            idle.push((Instant::now(), conn));
-        } else {
-            drop(idle);
-            drop(conn); // back to the pool
-        }
+    /// Keeps a connection that has just written, for the next batch, unless it has served
+    /// long enough, or the pool would have none left for the others (`/readyz`, retention):
+    /// a pool of one keeps none.
+    fn keep(&self, conn: PoolConnection<Postgres>, since: Instant) {
+        let others_served = self.pool.num_idle() > 0
+            || self.pool.size() < self.pool.options().get_max_connections();
+        if others_served && since.elapsed() < KEPT_LIFETIME_MAX {
+            let kept = KeptConnection {
+                conn,
+                at: Instant::now(),
+                since,
+            };
+            self.idle.lock().expect("never poisoned").push(kept);
+        } // else dropped: back to the pool
+    }
+
+    /// Gives the connections kept for more than [`KEPT_IDLE_MAX`] back to the pool.
+    fn sweep(&self) {
+        let stale: Vec<KeptConnection> = {
+            let mut idle = self.idle.lock().expect("never poisoned");
+            let old = (idle.iter())
+                .take_while(|k| k.at.elapsed() > KEPT_IDLE_MAX)
+                .count();
+            idle.drain(..old).collect()
+        };
+        drop(stale); // outside the lock: each goes back to the pool
     }
 }
 
@@ -154,6 +172,8 @@ pub struct Ingestor {
 pub struct Workers {
     writers: JoinSet<()>,
     drainer: Option<tokio::task::JoinHandle<()>>,
+    /// Gives connections the writers kept but no longer use back to the pool.
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl Workers {
@@ -161,6 +181,7 @@ impl Workers {
     /// (what it has not written stays safe in the spool for the next start).
     pub async fn join(mut self) {
         while self.writers.join_next().await.is_some() {}
+        self.sweeper.abort();
         if let Some(d) = self.drainer.take() {
             d.abort();
             let _ = d.await;
@@ -191,6 +212,15 @@ impl Ingestor {
                 metrics.clone(),
             ));
         }
+        let sweeper = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(KEPT_IDLE_MAX / 2).await;
+                    writer.sweep();
+                }
+            }
+        });
         let drainer = spool
             .clone()
             .map(|s| tokio::spawn(drain(writer, s, batch_max, schema_ready.clone(), metrics)));
@@ -199,7 +229,12 @@ impl Ingestor {
             spool,
             schema_ready,
         };
-        (ingestor, Workers { writers, drainer })
+        let workers = Workers {
+            writers,
+            drainer,
+            sweeper,
+        };
+        (ingestor, workers)
     }
 
     pub async fn submit(&self, delivery: Delivery) -> Ack {
@@ -405,10 +440,10 @@ async fn write_retrying(w: &Writer, batch: &[Delivery]) -> Result<Vec<Outcome>, 
     let mut attempt = 0;
     loop {
         let attempt_write = async {
-            let mut conn = w.connection().await?;
+            let (mut conn, since) = w.connection().await?;
             let written = store::write_batch(&mut conn, batch, &w.tags).await;
             if written.is_ok() {
-                w.keep(conn);
+                w.keep(conn, since);
             }
             written
         };
@@ -659,19 +694,47 @@ mod tests {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         let pool = PgPool::connect(&url).await.unwrap();
         let w = Writer::new(pool, Duration::from_secs(30));
-        let (mut a, mut b) = (w.connection().await.unwrap(), w.connection().await.unwrap());
+        let ((mut a, since_a), (mut b, since_b)) =
+            (w.connection().await.unwrap(), w.connection().await.unwrap());
         let (pid_a, pid_b) = (backend(&mut a).await, backend(&mut b).await);
         assert_ne!(pid_a, pid_b);
         // Kept a, then b: the next takes b, then a, without a pool round trip in between.
-        w.keep(a);
-        w.keep(b);
-        let mut next = w.connection().await.unwrap();
-        assert_eq!(backend(&mut next).await, pid_b);
-        let mut after = w.connection().await.unwrap();
+        w.keep(a, since_a);
+        w.keep(b, since_b);
+        let (mut next, since) = w.connection().await.unwrap();
+        assert_eq!((backend(&mut next).await, since), (pid_b, since_b));
+        let (mut after, _) = w.connection().await.unwrap();
         assert_eq!(backend(&mut after).await, pid_a);
         // Nothing kept: one from the pool.
-        let mut fresh = w.connection().await.unwrap();
+        let (mut fresh, _) = w.connection().await.unwrap();
         assert!(![pid_a, pid_b].contains(&backend(&mut fresh).await));
+    }
+
+    #[tokio::test]
+    async fn connections_kept_but_unused_go_back_to_the_pool() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let pool = PgPool::connect(&url).await.unwrap();
+        let w = Writer::new(pool.clone(), Duration::from_secs(30));
+        let ((old, since), (recent, since_recent)) =
+            (w.connection().await.unwrap(), w.connection().await.unwrap());
+        w.keep(old, since);
+        w.keep(recent, since_recent);
+        let idle_before = pool.num_idle();
+        // The first one kept has waited too long (compilation took longer than that).
+        w.idle.lock().unwrap()[0].at = Instant::now()
+            .checked_sub(KEPT_IDLE_MAX + Duration::from_secs(1))
+            .unwrap();
+        w.sweep();
+        assert_eq!(w.idle.lock().unwrap().len(), 1);
+        // Given back by a task of sqlx's.
+        for _ in 0..100 {
+            if pool.num_idle() > idle_before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pool.num_idle(), idle_before + 1);
     }
 
     #[tokio::test]
@@ -685,8 +748,8 @@ mod tests {
             .await
             .unwrap();
         let w = Writer::new(pool.clone(), Duration::from_secs(30));
-        let conn = w.connection().await.unwrap();
-        w.keep(conn);
+        let (conn, since) = w.connection().await.unwrap();
+        w.keep(conn, since);
         let mut other = pool
             .acquire()
             .await
