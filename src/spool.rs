@@ -155,6 +155,12 @@ impl Spool {
             self.inner.bytes.fetch_sub(size, Ordering::SeqCst);
             return Err(SpoolError::Full(self.inner.max_bytes));
         }
+        // Counted before it is written: the drainer may read, write and uncount the record as
+        // soon as it is in the segment, before this call resumes. Counted only afterwards, it
+        // was sometimes uncounted first (the count saturates at zero), and the spool then
+        // reported events it no longer held, forever: the drainer waited for them and
+        // /readyz never showed it empty (seen in bench/drill's db-outage).
+        self.inner.events.fetch_add(1, Ordering::SeqCst);
         let (reply, done) = oneshot::channel();
         let result = match self
             .inner
@@ -165,13 +171,10 @@ impl Spool {
             Ok(()) => done.await.unwrap_or(Err(SpoolError::Stopped)),
             Err(_) => Err(SpoolError::Stopped),
         };
-        match &result {
-            Ok(()) => {
-                self.inner.events.fetch_add(1, Ordering::SeqCst);
-            }
-            Err(_) => {
-                self.inner.bytes.fetch_sub(size, Ordering::SeqCst);
-            }
+        if result.is_err() {
+            // Not in any segment: the drainer never counts it.
+            self.inner.events.fetch_sub(1, Ordering::SeqCst);
+            self.inner.bytes.fetch_sub(size, Ordering::SeqCst);
         }
         result
     }
@@ -505,6 +508,44 @@ mod tests {
         assert_eq!(back, (0..50).map(event).collect::<Vec<_>>());
         assert!(spool.is_empty());
         assert_eq!(spool.depth().bytes, 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Draining while appends are in flight, as the service does when a stream continues
+    /// after an outage: once everything is written, the spool counts nothing left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn draining_during_appends_leaves_the_count_at_zero() {
+        let dir = temp_dir();
+        let spool = Spool::open(&dir, 1 << 30).unwrap();
+        const N: usize = 3000;
+        let appenders: Vec<_> = (0..8)
+            .map(|t| {
+                let s = spool.clone();
+                tokio::spawn(async move {
+                    for i in (t..N).step_by(8) {
+                        s.append(&event(i)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut drained = 0;
+        while drained < N {
+            for segment in spool.closed_segments().await.unwrap() {
+                let events = spool.read_segment(&segment).unwrap();
+                if let Some((end, _)) = events.last() {
+                    spool.mark_written(&segment, *end, events.len() as u64);
+                }
+                drained += events.len();
+                spool.remove_segment(&segment).unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+        for a in appenders {
+            a.await.unwrap();
+        }
+        assert_eq!(drained, N);
+        assert_eq!(spool.depth().events, 0);
+        assert!(spool.is_empty());
         fs::remove_dir_all(dir).unwrap();
     }
 
