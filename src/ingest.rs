@@ -82,8 +82,8 @@ pub struct Writer {
     /// sqlx pings a connection each time it goes back to its pool (a round trip that wakes
     /// the backend once more per batch), and hands out idle connections oldest first, so
     /// consecutive batches went to different backends, each with colder caches. Batches
-    /// take the connection that wrote last instead, and give it back only once it has
-    /// written without an error.
+    /// take the connection that wrote last instead; one is kept here only after it wrote
+    /// without an error (see [`Writer::keep`] for the limits).
     idle: Arc<std::sync::Mutex<Vec<KeptConnection>>>,
 }
 
