@@ -680,6 +680,12 @@ mod tests {
         drop(black_hole);
     }
 
+    /// The PostgreSQL server of the tests (as `scripts/test` and tests/api set it).
+    fn database_url() -> String {
+        std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    }
+
     /// The backend a connection of the writer talks to.
     async fn backend(conn: &mut PoolConnection<Postgres>) -> i32 {
         sqlx::query_scalar("SELECT pg_backend_pid()")
@@ -690,8 +696,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_next_batch_takes_the_connection_that_wrote_last() {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let url = database_url();
         let pool = PgPool::connect(&url).await.unwrap();
         let w = Writer::new(pool, Duration::from_secs(30));
         let ((mut a, since_a), (mut b, since_b)) =
@@ -712,8 +717,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_kept_but_unused_go_back_to_the_pool() {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let url = database_url();
         let pool = PgPool::connect(&url).await.unwrap();
         let w = Writer::new(pool.clone(), Duration::from_secs(30));
         let ((old, since), (recent, since_recent)) =
@@ -739,8 +743,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_leaves_one_connection_of_the_pool_to_the_others() {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let url = database_url();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(2))

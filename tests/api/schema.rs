@@ -107,11 +107,17 @@ async fn reader_role_reads_everything_and_writes_nothing() {
 
 /// A database at V2 holding a call with tags and a status event (and, with `own_view`, a
 /// view of the user's own on `calls.call_sid`), then migrated to the latest version.
-async fn upgraded_from_v2(own_view: bool) -> (TestDb, PgConnection) {
+/// A new database migrated to V2, and a connection to it.
+async fn at_v2() -> (TestDb, PgConnection) {
     let db = TestDb::new().await;
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
     migrate::run_until(&mut conn, Some(2)).await.unwrap();
     assert_eq!(migrate::current_version(&mut conn).await.unwrap(), Some(2));
+    (db, conn)
+}
+
+async fn upgraded_from_v2(own_view: bool) -> (TestDb, PgConnection) {
+    let (db, mut conn) = at_v2().await;
     let mut setup = vec![
         "INSERT INTO calls (call_sid, from_number, agent_email, status, started_at, received_at, updated_at)
          VALUES ('CA-old', '+14155550100', 'asha@example.com', 'completed', now(), now(), now())",
@@ -250,20 +256,22 @@ async fn connect_with_timeout(url: &str, ms: u64) -> PgConnection {
 
 /// A V2 database with `calls` calls (each with one tag link).
 async fn v2_with_calls(calls: i64) -> TestDb {
-    let db = TestDb::new().await;
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    migrate::run_until(&mut conn, Some(2)).await.unwrap();
-    for sql in [
+    let (db, mut conn) = at_v2().await;
+    sqlx::query(
         "INSERT INTO calls (call_sid, from_number, to_number, agent_email, started_at, received_at, updated_at)
          SELECT 'CA' || md5(i::text), '+1415' || i, '+44' || i, 'agent' || (i % 50) || '@example.com',
                 now(), now(), now()
            FROM generate_series(1, $1) i",
+    )
+    .bind(calls)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for sql in [
         "INSERT INTO tags (name) VALUES ('VIP')",
         "INSERT INTO call_tags SELECT call_sid, 1 FROM calls",
     ] {
-        let q = sqlx::query(sql);
-        let q = if sql.contains("$1") { q.bind(calls) } else { q };
-        q.execute(&mut conn).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
     }
     db
 }
