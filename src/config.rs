@@ -76,7 +76,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DB_POOL_SIZE", default_value = "8")]
     pub db_pool_size: String,
 
-    /// Longest wait for a database connection or statement, in milliseconds.
+    /// Longest wait for a database connection or statement, in milliseconds (migrations: for
+    /// another session's lock).
     #[arg(long, env = "DB_TIMEOUT_MS", default_value = "3000")]
     pub db_timeout_ms: String,
 
