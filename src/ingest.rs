@@ -7,9 +7,8 @@
 //! them at once: at low load an event is written alone and without delay. If one is, it
 //! gathers what arrives until that batch is written, then writes all it gathered; it starts
 //! alongside only once [`PARALLEL_MIN`] events wait. So batches grow by themselves with the
-//! load, and transactions run side by side only when the queue is deep. No event waits for
-//! a timer; one timer only bounds how long a batch may hold back the next: once the batch
-//! being written has taken [`STALLED_AFTER`], the next one starts beside it.
+//! load, and transactions run side by side only when the queue is deep. There is no timer to
+//! wait for.
 //!
 //! Why: a batch's fixed cost (a round trip, starting the statement, the commit's WAL flush)
 //! is paid once however many events it holds, and concurrent batches contend for the same
@@ -18,14 +17,6 @@
 //! at once; at 256, three at once were 15 % faster. This rule takes the better of both.
 //! (Starting the next batch as soon as the previous one's statement had run, while its
 //! commit waited for the WAL flush, was slower still: smaller batches, more contention.)
-//!
-//! A batch that takes much longer than usual is held up by the database, not by its own
-//! work: on a fresh cluster, PostgreSQL creates a WAL segment file about once a second at
-//! full load and every commit waits 17–27 ms for it (a lock held by another process would do
-//! the same). The batch gathered behind it then starts anyway, so that its statement runs
-//! during the wait and it commits in the same WAL flush. At 64 connections on bench/run's
-//! fresh clusters, in 16 pairs of runs alternating with the previous build: p99 20 ms or less
-//! in 12 runs against 9, median 19.0 against 19.7 ms, events/s unchanged (runs vary by ±15 %).
 //!
 //! Order: while the spool holds anything, new events go to the spool too, behind the older
 //! ones, so that a redelivery is never overwritten by the older version it replaced.
@@ -69,11 +60,6 @@ pub struct BatchSettings {
 /// How many events must wait before a batch is written beside one already being written
 /// (capped at `batch_max`). Below it, they wait for that batch and go together after it.
 pub const PARALLEL_MIN: usize = 64;
-
-/// How long the batch being written may hold back the next one (see the module's comment).
-/// Several times a usual batch's time (4 ms at 64 connections on bench/run's machine, 10 ms at
-/// its 99th percentile), so that it does not split batches that are merely large.
-pub const STALLED_AFTER: Duration = Duration::from_millis(10);
 
 impl Default for BatchSettings {
     fn default() -> Self {
@@ -216,7 +202,7 @@ impl Ingestor {
         let workers = settings.workers.max(1);
         let batch_max = settings.batch_max.max(1);
         let (tx, rx) = mpsc::channel::<Job>(batch_max * workers * 4);
-        let queue = Arc::new(Queue::new(rx, STALLED_AFTER));
+        let queue = Arc::new(Queue::new(rx));
         let mut writers = JoinSet::new();
         for _ in 0..workers {
             writers.spawn(worker(
@@ -309,10 +295,6 @@ struct Queue {
     /// gathered by then (it waited behind that one), is answered so at once, and spooled,
     /// rather than waiting for the database in turn.
     unavailable_at: std::sync::Mutex<Option<Instant>>,
-    /// When the latest batch began (tokio's clock, which tests can pause).
-    latest_start: std::sync::Mutex<tokio::time::Instant>,
-    /// See [`STALLED_AFTER`].
-    stalled_after: Duration,
 }
 
 /// A batch being written; counted until dropped, even if writing it panics.
@@ -330,14 +312,12 @@ impl Drop for Writing<'_> {
 }
 
 impl Queue {
-    fn new(rx: mpsc::Receiver<Job>, stalled_after: Duration) -> Queue {
+    fn new(rx: mpsc::Receiver<Job>) -> Queue {
         Queue {
             rx: Mutex::new(rx),
             writing: AtomicUsize::new(0),
             written: Notify::new(),
             unavailable_at: std::sync::Mutex::new(None),
-            latest_start: std::sync::Mutex::new(tokio::time::Instant::now()),
-            stalled_after,
         }
     }
 
@@ -358,10 +338,8 @@ impl Queue {
             if self.writing.load(Ordering::Acquire) == 0 {
                 break;
             }
-            let stalled = *self.latest_start.lock().expect("never poisoned") + self.stalled_after;
             tokio::select! {
                 _ = &mut written => {}
-                _ = tokio::time::sleep_until(stalled) => break,
                 // Cancel-safe: when the other branch wins, nothing was received.
                 n = rx.recv_many(jobs, batch_max - jobs.len()) => {
                     if n == 0 {
@@ -370,7 +348,6 @@ impl Queue {
                 }
             }
         }
-        *self.latest_start.lock().expect("never poisoned") = tokio::time::Instant::now();
         self.writing.fetch_add(1, Ordering::AcqRel);
         Some(Writing { queue: self, since })
     }
@@ -593,15 +570,9 @@ async fn drain(
 mod tests {
     use super::*;
 
-    /// A queue whose batches never count as stalled: the tests below that are not about
-    /// stalls do not depend on how fast the machine runs them.
     fn queue() -> (mpsc::Sender<Job>, Arc<Queue>) {
-        queue_stalled_after(Duration::from_secs(3600))
-    }
-
-    fn queue_stalled_after(stalled_after: Duration) -> (mpsc::Sender<Job>, Arc<Queue>) {
         let (tx, rx) = mpsc::channel(1024);
-        (tx, Arc::new(Queue::new(rx, stalled_after)))
+        (tx, Arc::new(Queue::new(rx)))
     }
 
     async fn send(tx: &mpsc::Sender<Job>, n: usize) {
@@ -818,29 +789,6 @@ mod tests {
             .unwrap();
         assert_eq!(size, PARALLEL_MIN);
         assert_eq!(queue.writing.load(Ordering::Acquire), 2);
-    }
-
-    /// On tokio's paused clock, which moves only when every task waits: the time read
-    /// when a batch starts is the time it waited for.
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_held_up_by_the_database_no_longer_holds_back_the_next() {
-        let (tx, queue) = queue_stalled_after(STALLED_AFTER);
-        let start = tokio::time::Instant::now();
-        send(&tx, 1).await;
-        assert_eq!(take(&queue).await.unwrap(), 1); // being written, and never done
-        send(&tx, 3).await;
-        assert_eq!(take(&queue).await.unwrap(), 3);
-        assert_eq!(
-            start.elapsed(),
-            STALLED_AFTER,
-            "starts beside it then, not before"
-        );
-        assert_eq!(queue.writing.load(Ordering::Acquire), 2);
-        // The time counts from the latest batch: the next waits for the second in turn.
-        tokio::time::sleep(STALLED_AFTER / 2).await;
-        send(&tx, 1).await;
-        assert_eq!(take(&queue).await.unwrap(), 1);
-        assert_eq!(start.elapsed(), 2 * STALLED_AFTER);
     }
 
     #[tokio::test]
