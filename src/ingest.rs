@@ -409,7 +409,7 @@ pub async fn write(w: &Writer, batch: &[Delivery]) -> Vec<Ack> {
     let result = write_retrying(w, batch).await;
     tracing::debug!(
         size = batch.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_us = started.elapsed().as_micros() as u64,
         "batch written"
     );
     match result {
