@@ -2,6 +2,12 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::*;
+use crate::event::{CallRecord, CallStatusRecord, Record, SmsRecord};
+
+const VENDOR_CALL: &str = include_str!("../../tests/fixtures/vendor_call.json");
+const VENDOR_SMS: &str = include_str!("../../tests/fixtures/vendor_sms.json");
+const VENDOR_STATUS: &str = include_str!("../../tests/fixtures/vendor_status.json");
+const NEWER_CALL: &str = include_str!("../../tests/fixtures/newer_call.json");
 
 /// The payload read back as a JSON value.
 fn value(d: &Decoded) -> Option<serde_json::Value> {
@@ -9,12 +15,6 @@ fn value(d: &Decoded) -> Option<serde_json::Value> {
         .as_deref()
         .map(|text| serde_json::from_str(text).expect("the payload text is JSON"))
 }
-use crate::event::{CallRecord, CallStatusRecord, Record, SmsRecord};
-
-const VENDOR_CALL: &str = include_str!("../../tests/fixtures/vendor_call.json");
-const VENDOR_SMS: &str = include_str!("../../tests/fixtures/vendor_sms.json");
-const VENDOR_STATUS: &str = include_str!("../../tests/fixtures/vendor_status.json");
-const NEWER_CALL: &str = include_str!("../../tests/fixtures/newer_call.json");
 
 fn read(body: &str) -> Reading {
     decode(body.as_bytes(), Some("application/json")).reading

@@ -105,8 +105,6 @@ async fn reader_role_reads_everything_and_writes_nothing() {
     }
 }
 
-/// A database at V2 holding a call with tags and a status event (and, with `own_view`, a
-/// view of the user's own on `calls.call_sid`), then migrated to the latest version.
 /// A new database migrated to V2, and a connection to it.
 async fn at_v2() -> (TestDb, PgConnection) {
     let db = TestDb::new().await;
@@ -116,6 +114,8 @@ async fn at_v2() -> (TestDb, PgConnection) {
     (db, conn)
 }
 
+/// A database at V2 holding a call with tags and a status event (and, with `own_view`, a
+/// view of the user's own on `calls.call_sid`), then migrated to the latest version.
 async fn upgraded_from_v2(own_view: bool) -> (TestDb, PgConnection) {
     let (db, mut conn) = at_v2().await;
     let mut setup = vec![
