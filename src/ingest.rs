@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolError, SpooledEvent};
-use crate::store::writer::TagCache;
+use crate::store::writer::BatchMemory;
 use crate::store::{self, Delivery, Outcome};
 
 /// What became of a submitted delivery.
@@ -76,7 +76,8 @@ pub struct Writer {
     pub pool: PgPool,
     /// The longest a batch may take before the database counts as unreachable.
     pub timeout: Duration,
-    pub tags: Arc<TagCache>,
+    /// What batches remember from one to the next.
+    pub memory: Arc<BatchMemory>,
     /// Connections that have just written a batch, the latest last.
     ///
     /// sqlx pings a connection each time it goes back to its pool (a round trip that wakes
@@ -109,7 +110,7 @@ impl Writer {
         Writer {
             pool,
             timeout,
-            tags: Arc::default(),
+            memory: Arc::default(),
             idle: Arc::default(),
         }
     }
@@ -441,7 +442,7 @@ async fn write_retrying(w: &Writer, batch: &[Delivery]) -> Result<Vec<Outcome>, 
     loop {
         let attempt_write = async {
             let (mut conn, since) = w.connection().await?;
-            let written = store::write_batch(&mut conn, batch, &w.tags).await;
+            let written = store::write_batch(&mut conn, batch, &w.memory).await;
             if written.is_ok() {
                 w.keep(conn, since);
             }

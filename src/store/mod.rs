@@ -73,6 +73,11 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A row with this key is stored already (`unique_violation`).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "23505"))
+}
+
 /// A conflict with a concurrent transaction that a retry resolves.
 pub fn is_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db)

@@ -265,7 +265,7 @@ async fn two_serve_processes_receive_the_same_events() {
 /// that was stored meanwhile: the row and its tags stay the newest delivery's.
 #[tokio::test]
 async fn an_older_delivery_written_late_leaves_the_newer_one() {
-    use callhippo_ingest::store::writer::TagCache;
+    use callhippo_ingest::store::writer::BatchMemory;
     use callhippo_ingest::store::{write_batch, Delivery, Outcome};
 
     let app = spawn_app().await;
@@ -274,7 +274,7 @@ async fn an_older_delivery_written_late_leaves_the_newer_one() {
         Delivery::read(body.into_bytes().into(), None, at)
     };
     let call = |note: &str, tag: &str| with(&with(CALL, "note", json!(note)), "tags", json!([tag]));
-    let tags = TagCache::default();
+    let tags = BatchMemory::default();
     let mut conn = app.pool.acquire().await.unwrap();
     let newer = delivery(call("v2", "new"), 10);
     let older = delivery(call("v1", "old"), 20);
@@ -347,4 +347,100 @@ async fn a_call_deleted_by_hand_is_stored_again_despite_its_old_links() {
         app.row("SELECT note, tags FROM call_history").await,
         json!({"note": "delivered again", "tags": ["Tag1", "Tag2"]})
     );
+}
+
+/// A usual batch inserts the calls of new bodies without `ON CONFLICT`, betting that they are
+/// new calls. A new body of a stored call (an updated log) makes that statement fail as a
+/// whole: the batch is then written again with upserts, each row once, and the next batch
+/// does not bet.
+#[tokio::test]
+async fn a_batch_that_loses_its_bet_on_new_calls_is_written_once_with_upserts() {
+    use callhippo_ingest::store::writer::BatchMemory;
+    use callhippo_ingest::store::{write_batch, Delivery, Outcome};
+
+    let app = spawn_app().await;
+    let delivery =
+        |body: String| Delivery::read(body.into_bytes().into(), None, chrono::Utc::now());
+    let memory = BatchMemory::default();
+    let mut conn = app.pool.acquire().await.unwrap();
+    assert_eq!(
+        write_batch(&mut conn, &[delivery(CALL.into())], &memory)
+            .await
+            .unwrap(),
+        vec![Outcome::Stored]
+    );
+    assert_eq!(memory.bet.skipping(), 0, "a bet won");
+    let other_call = with(
+        &with(CALL, "callSid", json!("CA-other")),
+        "tags",
+        json!(["Other"]),
+    );
+    let updated = with(
+        &with(CALL, "note", json!("updated")),
+        "tags",
+        json!(["Tag2", "Tag3"]),
+    );
+    let batch = [
+        delivery(other_call),
+        delivery(SMS.into()),
+        delivery(STATUS.into()),
+        delivery(updated),
+    ];
+    assert_eq!(
+        write_batch(&mut conn, &batch, &memory).await.unwrap(),
+        vec![
+            Outcome::Stored,
+            Outcome::Stored,
+            Outcome::Stored,
+            Outcome::Updated
+        ]
+    );
+    assert_eq!(
+        memory.bet.skipping(),
+        1,
+        "the next batch writes with upserts"
+    );
+    // Nothing of the failed statement is left: every body once, delivered once.
+    assert_eq!(
+        app.row("SELECT count(*) AS bodies, sum(deliveries)::int AS deliveries FROM raw_events")
+            .await,
+        json!({"bodies": 5, "deliveries": 5})
+    );
+    assert_eq!(
+        (
+            app.count("calls").await,
+            app.count("sms").await,
+            app.count("call_status").await
+        ),
+        (2, 1, 1)
+    );
+    let tags = app
+        .row("SELECT json_agg(tags ORDER BY call_sid) AS tags FROM call_history")
+        .await;
+    assert_eq!(tags, json!({"tags": [["Other"], ["Tag2", "Tag3"]]}));
+    // The next batch with calls does not bet; a batch without calls does not count.
+    let sms_only = [delivery(with(SMS, "status", json!("Delivered")))];
+    assert_eq!(
+        write_batch(&mut conn, &sms_only, &memory).await.unwrap(),
+        vec![Outcome::Updated]
+    );
+    assert_eq!(memory.bet.skipping(), 1);
+    let third = with(CALL, "callSid", json!("CA-third"));
+    assert_eq!(
+        write_batch(&mut conn, &[delivery(third.clone())], &memory)
+            .await
+            .unwrap(),
+        vec![Outcome::Stored]
+    );
+    assert_eq!(memory.bet.skipping(), 0);
+    // The one after it bets again: lost again, the penalty doubles.
+    let third_updated = with(&third, "note", json!("updated"));
+    assert_eq!(
+        write_batch(&mut conn, &[delivery(third_updated)], &memory)
+            .await
+            .unwrap(),
+        vec![Outcome::Updated]
+    );
+    assert_eq!(memory.bet.skipping(), 2);
+    assert_eq!(app.count("calls").await, 3);
 }
