@@ -80,6 +80,7 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// A conflict with a concurrent transaction that a retry resolves.
 pub fn is_conflict(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db)
-        if db.code().is_some_and(|c| c == "40P01" || c == "40001" || c == "23505"))
+    is_unique_violation(e)
+        || matches!(e, sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
 }

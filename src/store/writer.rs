@@ -198,18 +198,12 @@ async fn write_batch_once(
             &FAST_BATCH
         };
         let mut query = columns::bind(sqlx::query(sql), raw_columns(&raw));
-        let mut call_cols = record_columns(&call_rows);
-        if new_calls {
-            // Each call's body, to tell the calls whose bodies were new.
-            let digests = calls
-                .iter()
-                .map(|(i, ..)| Some(&batch[*i].decoded.sha256[..]));
-            call_cols.push(Column {
-                name: "sha256",
-                data: Data::Bytes(digests.collect()),
-            });
-        }
-        query = columns::bind(query, call_cols);
+        let digests = new_calls.then(|| {
+            (calls.iter())
+                .map(|(i, ..)| Some(&batch[*i].decoded.sha256[..]))
+                .collect()
+        });
+        query = columns::bind(query, fast_call_columns(&call_rows, digests));
         query = query.bind(&link_sids).bind(&link_tags);
         query = columns::bind(query, record_columns(&sms_rows));
         columns::bind(query, record_columns(&status_rows))
@@ -871,15 +865,25 @@ static FAST_BATCH: LazyLock<String> = LazyLock::new(|| fast_batch_sql(false));
 /// already. See [`NewCallsBet`].
 static FAST_BATCH_NEW_CALLS: LazyLock<String> = LazyLock::new(|| fast_batch_sql(true));
 
-fn fast_batch_sql(new_calls: bool) -> String {
-    let raw_params = raw_columns(&[]).len();
-    let mut call_cols = record_columns::<CallRecord>(&[]);
-    if new_calls {
-        call_cols.push(Column {
+/// The call columns of the batch statement: [`record_columns`], then, when betting
+/// ([`FAST_BATCH_NEW_CALLS`]), each call's body digest, which tells the calls of new bodies.
+fn fast_call_columns<'a>(
+    rows: &'a [(&'a CallRecord, Times)],
+    digests: Option<Vec<Option<&'a [u8]>>>,
+) -> Vec<Column<'a>> {
+    let mut cols = record_columns(rows);
+    if let Some(digests) = digests {
+        cols.push(Column {
             name: "sha256",
-            data: Data::Bytes(Vec::new()),
+            data: Data::Bytes(digests),
         });
     }
+    cols
+}
+
+fn fast_batch_sql(new_calls: bool) -> String {
+    let raw_params = raw_columns(&[]).len();
+    let call_cols = fast_call_columns(&[], new_calls.then(Vec::new));
     let calls_in = format!(
         "calls_in AS ({})",
         columns::unnest_select(&call_cols, raw_params + 1)
