@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
             match e.downcast_ref::<SettingError>() {
                 // A setting: one line that names it.
                 Some(s) => eprintln!("error: {s}"),
-                None => eprintln!("error: {e:#}"),
+                None => eprintln!("error: {}", telemetry::one_line(&e)),
             }
             ExitCode::from(if e.is::<SettingError>() { 2 } else { 1 })
         }

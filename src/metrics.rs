@@ -48,7 +48,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let refused = IntCounterVec::new(
-            Opts::new("callhippo_requests_refused_total", "Webhook requests refused before reading (401 no or wrong token, 413 too large, 400 unreadable body), by status code."),
+            Opts::new("callhippo_requests_refused_total", "Requests refused before reading (401 no or wrong token, 413 too large, 400 unreadable body, 404 unknown path, 405 wrong method), by status code."),
             &["code"],
         )
         .expect("valid metric");

@@ -10,24 +10,34 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use sqlx::PgPool;
 
-use crate::config::ServeSettings;
+use crate::config::{ServeSettings, SettingError};
 use crate::http::{self, AppState, Token};
 use crate::ingest::{Ingestor, Workers, Writer};
 use crate::metrics::Metrics;
 use crate::spool::Spool;
 use crate::store::{self, migrate};
+use crate::telemetry;
 
 pub struct Application {
     port: u16,
     server: Server,
     workers: Workers,
+    spool: Spool,
 }
 
 impl Application {
     /// Migrates the database (waiting for it while it is unreachable), binds the listener
     /// and prepares the server. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
-        let pool = store::pool(&settings.db).map_err(anyhow::Error::msg)?;
+        // What a setting alone decides comes first, so that a mistake there is said at once,
+        // not after a wait for the database.
+        let spool = open_spool(&settings)?;
+        let listener = bind(settings.listen_addr)?;
+        if let Some(warning) = token_warning(settings.webhook_token.as_deref()) {
+            tracing::warn!("{warning}");
+        }
+
+        let pool = store::pool(&settings.db).map_err(SettingError)?;
         // Migrate now when the database answers, so that a broken migration stops the start.
         // When it does not answer, serve anyway (events wait in the spool) and migrate as soon
         // as it does.
@@ -35,28 +45,14 @@ impl Application {
         match migrate_once(&settings.db).await {
             Ok(()) => schema_ready.store(true, Ordering::Release),
             Err(e) if is_unavailable(&e) => {
-                tracing::warn!(error = %e, "database unreachable at start: serving anyway, events are spooled until it answers");
+                tracing::warn!(error = telemetry::one_line(&e), "database unreachable at start: serving anyway, events are spooled until it answers");
                 tokio::spawn(migrate_when_reachable(
                     settings.db.clone(),
                     schema_ready.clone(),
                 ));
             }
-            Err(e) => return Err(e.context("migrations failed")),
+            Err(e) => return Err(e),
         }
-        if settings.webhook_token.is_none() {
-            tracing::warn!(
-                "WEBHOOK_TOKEN is not set: anyone who can reach {} may post events",
-                http::WEBHOOK_PATH
-            );
-        }
-
-        let spool =
-            Spool::open(&settings.spool_dir, settings.spool_max_bytes).with_context(|| {
-                format!(
-                    "SPOOL_DIR {}: cannot open the spool",
-                    settings.spool_dir.display()
-                )
-            })?;
         let metrics = Arc::new(Metrics::new());
         let (ingestor, workers) = Ingestor::start(
             Writer::new(pool.clone(), settings.db.timeout),
@@ -76,17 +72,16 @@ impl Application {
                 Duration::from_secs(3600),
             ));
         }
-        let listener = TcpListener::bind(settings.listen_addr)
-            .with_context(|| format!("LISTEN_ADDR {}: cannot listen", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             ingestor,
             metrics,
-            spool,
+            spool: spool.clone(),
             pool,
             db_runtime: tokio::runtime::Handle::current(),
             token: settings.webhook_token.as_deref().map(Token::new),
             max_body_bytes: settings.max_body_bytes,
+            refusals: http::RefusalLog::default(),
         });
         let server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
@@ -98,6 +93,7 @@ impl Application {
             port,
             server,
             workers,
+            spool,
         })
     }
 
@@ -111,14 +107,89 @@ impl Application {
         let served = self.server.await;
         // The server has dropped its handlers, and with them every way to submit.
         self.workers.join().await;
-        tracing::info!("stopped: every acknowledged event is written");
+        let left = self.spool.depth().events;
+        if left == 0 {
+            tracing::info!("stopped: every acknowledged event is written");
+        } else {
+            tracing::warn!(
+                "stopped: {left} event{} still in the spool at {}, written when the database answers \
+                 (keep that folder: the next start with the same SPOOL_DIR writes them)",
+                if left == 1 { "" } else { "s" },
+                self.spool.dir().display()
+            );
+        }
         served
     }
 }
 
+/// Opens the spool; a folder that cannot be one is a setting to fix.
+fn open_spool(settings: &ServeSettings) -> Result<Spool, SettingError> {
+    let dir = &settings.spool_dir;
+    if dir.exists() && !dir.is_dir() {
+        return Err(SettingError(format!(
+            "SPOOL_DIR {} is a file, not a folder: point SPOOL_DIR at a folder (it is created if missing)",
+            dir.display()
+        )));
+    }
+    Spool::open(dir, settings.spool_max_bytes).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                "is not writable by this user"
+            }
+            std::io::ErrorKind::NotADirectory => "is inside something that is not a folder",
+            _ => "cannot hold the spool",
+        };
+        SettingError(format!("SPOOL_DIR {} {why}: {e}", dir.display()))
+    })
+}
+
+/// Binds the listener; an address that cannot be had is a setting to fix.
+fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, SettingError> {
+    TcpListener::bind(addr).map_err(|e| {
+        SettingError(match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "LISTEN_ADDR {addr} is in use by another program: stop it or choose another port"
+            ),
+            std::io::ErrorKind::AddrNotAvailable => {
+                format!("LISTEN_ADDR {addr} is not an address of this machine")
+            }
+            _ => format!("LISTEN_ADDR {addr}: cannot listen: {e}"),
+        })
+    })
+}
+
+/// Tokens printed in this project's documentation and examples: whoever reads them knows them.
+pub const WELL_KNOWN_TOKENS: &[&str] = &["change-me", "changeme", "secret", "token", "test"];
+
+/// The shortest `WEBHOOK_TOKEN` taken without a warning.
+pub const TOKEN_MIN_LEN: usize = 16;
+
+/// What is wrong with the webhook token, if anything: said at start, since CallHippo can
+/// only send a token in the URL, and it is all that guards the endpoint.
+pub fn token_warning(token: Option<&str>) -> Option<String> {
+    match token {
+        None => Some(format!(
+            "WEBHOOK_TOKEN is not set: anyone who can reach {} may post events",
+            http::WEBHOOK_PATH
+        )),
+        Some(t) if WELL_KNOWN_TOKENS.contains(&t.trim().to_ascii_lowercase().as_str()) => Some(
+            "WEBHOOK_TOKEN is a token printed in this project's documentation: anyone may post \
+             events; choose your own (openssl rand -hex 16)"
+                .to_owned(),
+        ),
+        Some(t) if t.chars().count() < TOKEN_MIN_LEN => Some(format!(
+            "WEBHOOK_TOKEN is shorter than {TOKEN_MIN_LEN} characters and could be guessed: \
+             choose a longer one (openssl rand -hex 16)"
+        )),
+        Some(_) => None,
+    }
+}
+
 fn is_unavailable(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<sqlx::Error>()
-        .is_some_and(store::is_unavailable)
+    e.downcast_ref::<store::database::ConnectError>()
+        .map(|c| c.unavailable)
+        .or_else(|| e.downcast_ref::<sqlx::Error>().map(store::is_unavailable))
+        .unwrap_or(false)
 }
 
 /// Retries the migrations until they are applied, then lets the writers write.
@@ -132,9 +203,16 @@ async fn migrate_when_reachable(db: store::DbSettings, schema_ready: Arc<AtomicB
                 return;
             }
             Err(e) if is_unavailable(&e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database still unreachable; waiting to migrate");
+                tracing::warn!(
+                    error = telemetry::one_line(&e),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database still unreachable; waiting to migrate"
+                );
             }
-            Err(e) => tracing::error!(error = format!("{e:#}"), "migrations failed; retrying"),
+            Err(e) => tracing::error!(
+                error = telemetry::one_line(&e),
+                "migrations failed; retrying"
+            ),
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
@@ -142,11 +220,11 @@ async fn migrate_when_reachable(db: store::DbSettings, schema_ready: Arc<AtomicB
 
 /// Connects once and applies pending migrations.
 pub async fn migrate_once(db: &store::DbSettings) -> anyhow::Result<()> {
-    let opts = store::connect_options(&db.url, db.timeout).map_err(anyhow::Error::msg)?;
-    let mut conn = tokio::time::timeout(db.timeout, sqlx::ConnectOptions::connect(&opts))
+    let opts = store::connect_options(&db.url, db.timeout).map_err(SettingError)?;
+    let mut conn = store::database::connect_or_create(&opts, db.timeout).await?;
+    let applied = migrate::run(&mut conn)
         .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)??;
-    let applied = migrate::run(&mut conn).await?;
+        .with_context(|| format!("{}: migrations failed", store::database::describe(&opts)))?;
     if applied.is_empty() {
         tracing::info!(version = migrate::latest_version(), "schema is current");
     } else {

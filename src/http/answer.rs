@@ -1,4 +1,4 @@
-//! Every answer is a JSON body with a `status` word (CONTRACT §2).
+//! Every answer is a JSON body with a `status` word (docs/reference.md §2).
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;

@@ -1,15 +1,17 @@
-//! The HTTP surface (CONTRACT §2). Handlers only decide answers: reading is `payload`'s job
+//! The HTTP surface (docs/reference.md §2). Handlers only decide answers: reading is `payload`'s job
 //! and writing is `ingest`'s.
 
 mod answer;
 mod auth;
 mod health;
+mod refusals;
 mod webhook;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use sqlx::PgPool;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::ingest::Ingestor;
 use crate::metrics::Metrics;
@@ -30,7 +32,11 @@ pub struct AppState {
     pub db_runtime: tokio::runtime::Handle,
     pub token: Option<Token>,
     pub max_body_bytes: usize,
+    /// Bounds the log lines of refused requests.
+    pub refusals: refusals::RefusalLog,
 }
+
+pub use refusals::RefusalLog;
 
 pub const WEBHOOK_PATH: &str = "/webhooks/callhippo";
 
@@ -57,14 +63,49 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    Answer::rejected(
+async fn method_not_allowed(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let answer = Answer::rejected(
         405,
         "method not allowed: use POST (GET and HEAD answer 200)",
-    )
-    .into_response()
+    );
+    refused(&req, &state, answer, Instant::now())
 }
 
-async fn not_found() -> HttpResponse {
-    Answer::rejected(404, "no such path: webhooks go to POST /webhooks/callhippo").into_response()
+async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let answer = Answer::rejected(404, "no such path: webhooks go to POST /webhooks/callhippo");
+    refused(&req, &state, answer, Instant::now())
+}
+
+/// Counts, logs (bounded) and answers a request refused before its body was read.
+fn refused(req: &HttpRequest, state: &AppState, answer: Answer, started: Instant) -> HttpResponse {
+    let elapsed = started.elapsed();
+    state.metrics.refused(answer.code, elapsed);
+    log_refused(req, state, &answer, elapsed);
+    answer.into_response()
+}
+
+/// The log line of a refused request, unless too many came this second: see [`RefusalLog`].
+fn log_refused(req: &HttpRequest, state: &AppState, answer: &Answer, elapsed: Duration) {
+    let Some(suppressed) = state.refusals.admit() else {
+        return;
+    };
+    if suppressed > 0 {
+        tracing::info!(
+            count = suppressed,
+            "refused requests not logged: at most a few a second are"
+        );
+    }
+    tracing::info!(
+        method = %req.method(),
+        path = refusals::loggable_path(req.path()),
+        outcome = answer.status,
+        code = answer.code,
+        latency_ms = milliseconds(elapsed),
+        "refused"
+    );
+}
+
+/// A duration in milliseconds, to the hundredth, for log lines.
+fn milliseconds(d: Duration) -> f64 {
+    (d.as_micros() as f64 / 10.0).round() / 100.0
 }

@@ -33,18 +33,18 @@ pub async fn receive(
 ) -> HttpResponse {
     let started = Instant::now();
     let answer = handle(&req, body, &state).await;
+    let Some(kind) = answer.kind else {
+        return super::refused(&req, &state, answer, started);
+    };
     let elapsed = started.elapsed();
-    match answer.kind {
-        Some(kind) => state.metrics.event(kind, answer.status, elapsed),
-        None => state.metrics.refused(answer.code, elapsed),
-    }
+    state.metrics.event(kind, answer.status, elapsed);
     tracing::info!(
-        kind = answer.kind.map(|k| k.as_str()).unwrap_or("-"),
+        kind = kind.as_str(),
         key = answer.key.as_deref().unwrap_or("-"),
         outcome = answer.status,
         code = answer.code,
         warnings = answer.warnings.as_ref().map_or(0, |w| w.len()),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        latency_ms = super::milliseconds(elapsed),
         "webhook"
     );
     answer.into_response()

@@ -1,6 +1,7 @@
 //! PostgreSQL: connecting, migrating, writing, replaying. No vendor field names here.
 
 mod columns;
+pub mod database;
 pub mod migrate;
 pub mod retention;
 pub mod writer;

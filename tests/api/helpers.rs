@@ -60,6 +60,17 @@ impl TestDb {
         }
     }
 
+    /// A name no database has yet (the code under test is to create it); dropped like one
+    /// made by [`TestDb::new`].
+    pub fn not_created() -> Self {
+        let name = format!("chi_test_{}", uuid::Uuid::new_v4().simple());
+        TestDb {
+            url: url_for(&name),
+            name,
+            owned: true,
+        }
+    }
+
     /// A handle on a database owned elsewhere.
     pub fn borrowed(name: &str) -> Self {
         TestDb {
@@ -259,20 +270,55 @@ impl Drop for Served {
     }
 }
 
+/// `serve` as an operator would start it, on 127.0.0.1:`port`.
+pub fn serve_command(db_url: &str, port: u16, spool: &Path) -> Command {
+    let mut c = bin();
+    c.arg("serve")
+        .env("DATABASE_URL", db_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("SPOOL_DIR", spool)
+        .env("DB_TIMEOUT_MS", "800")
+        .stdout(Stdio::null());
+    c
+}
+
 /// Starts `serve` as an operator would, on 127.0.0.1:`port`.
 pub fn serve_process(db_url: &str, port: u16, spool: &Path) -> Served {
     Served(
-        bin()
-            .arg("serve")
-            .env("DATABASE_URL", db_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("SPOOL_DIR", spool)
-            .env("DB_TIMEOUT_MS", "800")
-            .stdout(Stdio::null())
+        serve_command(db_url, port, spool)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the binary starts"),
     )
+}
+
+/// Starts `serve` with its log (at `info`) written to the file `log`, as by
+/// `serve 2>serve.log`.
+pub fn serve_process_logging(db_url: &str, port: u16, spool: &Path, log: &Path) -> Served {
+    let file = std::fs::File::create(log).unwrap();
+    Served(
+        serve_command(db_url, port, spool)
+            .env("RUST_LOG", "info")
+            .stderr(file)
+            .spawn()
+            .expect("the binary starts"),
+    )
+}
+
+/// Sends SIGTERM to `serve` and waits for it to exit; its exit status.
+pub async fn sigterm(server: Served) -> std::process::ExitStatus {
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.0.wait().unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 /// `/readyz`'s code and body; code 0 when nothing answers.

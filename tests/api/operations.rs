@@ -275,3 +275,143 @@ async fn container_start_up_path_runs_natively() {
     );
     let _ = std::fs::remove_dir_all(spool);
 }
+
+/// Every answered request has a log line, 404 and 405 included; refused ones are bounded (a
+/// flood adds a few lines a second and a count); a well-known token is warned about; a log
+/// file holds plain text.
+#[tokio::test]
+async fn request_log_lines_are_bounded_for_refusals_and_plain_in_a_file() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let spool = std::env::temp_dir().join(format!("chi-logs-{}", db.name));
+    let log = spool.with_extension("log");
+    let file = std::fs::File::create(&log).unwrap();
+    let server = Served(
+        serve_command(&db.url, port, &spool)
+            .env("RUST_LOG", "info")
+            .env("WEBHOOK_TOKEN", "change-me")
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+
+    let webhook = format!("{base}/webhooks/callhippo");
+    let (code, _) = send(client.get(format!("{base}/no/such/path?token=change-me"))).await;
+    assert_eq!(code, 404);
+    let (code, _) = send(client.put(&webhook)).await;
+    assert_eq!(code, 405);
+    let (code, _) = send(client.post(format!("{webhook}?token=change-me")).body(CALL)).await;
+    assert_eq!(code, 200);
+    let flood = 2_000;
+    for _ in 0..flood {
+        let (code, _) = send(client.post(format!("{webhook}?token=wrong")).body("{}")).await;
+        assert_eq!(code, 401);
+    }
+    // What the last window left out is counted by the next line that goes through.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, _) = send(client.post(format!("{webhook}?token=wrong")).body("{}")).await;
+    assert_eq!(code, 401);
+    assert!(sigterm(server).await.success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape codes in a file: {text:?}"
+    );
+    assert!(
+        text.contains("WEBHOOK_TOKEN is a token printed in this project's documentation"),
+        "{text}"
+    );
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" refused method="))
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("code=404") && l.contains("path=\"/no/such/path\"")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("token=change-me"),
+        "no query strings in logs"
+    );
+    assert!(refused.iter().any(|l| l.contains("code=405")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" webhook ") && l.contains("outcome=\"stored\"")),
+        "{text}"
+    );
+    assert!(
+        refused.len() < 100,
+        "{} lines for {flood} refused requests",
+        refused.len()
+    );
+    let suppressed: u64 = text
+        .lines()
+        .filter(|l| l.contains("refused requests not logged"))
+        .map(|l| {
+            let count = l.split("count=").nth(1).unwrap();
+            count
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    let logged_401 = refused.iter().filter(|l| l.contains("code=401")).count() as u64;
+    assert_eq!(
+        logged_401 + suppressed,
+        flood + 1,
+        "{logged_401} logged + {suppressed} counted"
+    );
+    let lat = text
+        .lines()
+        .find_map(|l| l.split("latency_ms=").nth(1))
+        .unwrap();
+    let lat = lat.split_whitespace().next().unwrap();
+    assert!(
+        lat.split('.').nth(1).is_none_or(|d| d.len() <= 2),
+        "latency rounded: {lat}"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Every token the documentation prints is one `serve` warns about.
+#[test]
+fn tokens_printed_in_the_docs_are_warned_about() {
+    use callhippo_ingest::startup::token_warning;
+    let mut files = vec!["README.md".to_owned(), "docker-compose.yml".to_owned()];
+    for dir in ["docs", "bench"] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "md") {
+                files.push(path.to_string_lossy().into_owned());
+            }
+        }
+    }
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, _) in text.match_indices("token=") {
+            let literal: String = text[i + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "-_.~".contains(*c))
+                .collect();
+            if literal.is_empty() {
+                continue; // ?token=$WEBHOOK_TOKEN, ?token=<…>, ?token=…
+            }
+            assert!(
+                token_warning(Some(&literal)).is_some(),
+                "{file} prints the token {literal:?}, which serve takes without a warning"
+            );
+        }
+    }
+    assert!(token_warning(Some("0123456789abcdef0123")).is_none());
+    assert!(token_warning(Some("short-but-mine")).is_some());
+    assert!(token_warning(None).is_some());
+}

@@ -1,8 +1,7 @@
-//! Issue 3: nothing acknowledged is lost when the database goes away, when the process is
-//! killed, or when it is stopped under load.
+//! Nothing acknowledged is lost when the database goes away, when the process is killed, or
+//! when it is stopped under load; and stopping says what is left in the spool.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -289,26 +288,14 @@ async fn sigterm_under_load_finishes_and_loses_nothing() {
     let client = reqwest::Client::new();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = serve_process(&db.url, port, &spool);
+    let log = spool.with_extension("log");
+    let server = serve_process_logging(&db.url, port, &spool, &log);
     wait_ready(&client, &base).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = stream_events(base.clone(), "term", 8, stop.clone());
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || {
-        let s = server.0.wait();
-        (s, server)
-    })
-    .await
-    .unwrap()
-    .0
-    .unwrap();
+    let status = sigterm(server).await;
     stop.store(true, Ordering::SeqCst);
     assert!(status.success(), "serve exits 0 after SIGTERM: {status:?}");
     let acked = collect(tasks).await;
@@ -320,5 +307,66 @@ async fn sigterm_under_load_finishes_and_loses_nothing() {
     let pool = db.pool().await;
     assert_all_stored(&pool, &acked).await;
     pool.close().await;
-    let _ = std::fs::remove_dir_all(spool);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("stopped: every acknowledged event is written"),
+        "{log}"
+    );
+    assert!(!log.contains("still in the spool"), "{log}");
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// SIGTERM while the database is away: the event stays in the spool, and the last line says
+/// so (never "every acknowledged event is written"); the next start writes it.
+#[tokio::test]
+async fn sigterm_with_an_event_in_the_spool_says_so() {
+    let db = TestDb::new().await;
+    let proxy = Proxy::start(pg_addr()).await;
+    let url = via(&proxy, &db);
+    let spool = std::env::temp_dir().join(format!("chi-left-{}", db.name));
+    let log = spool.with_extension("log");
+    let client = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = serve_process_logging(&url, port, &spool, &log);
+    wait_ready(&client, &base).await;
+
+    proxy.cut();
+    let (code, answer) = send(
+        client
+            .post(format!("{base}/webhooks/callhippo"))
+            .body(call("CA-left")),
+    )
+    .await;
+    assert_eq!((code, answer["status"].as_str()), (202, Some("queued")));
+    assert!(sigterm(server).await.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!(
+            "stopped: 1 event still in the spool at {}, written when the database answers",
+            spool.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("every acknowledged event is written"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape codes in a log file: {text:?}"
+    );
+
+    proxy.restore();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = serve_process(&url, port, &spool);
+    wait_ready(&client, &base).await;
+    wait_drained(&client, &base).await;
+    let pool = db.pool().await;
+    assert_all_stored(&pool, &["CA-left".to_owned()]).await;
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&spool);
+    let _ = std::fs::remove_file(spool.with_extension("log"));
 }
