@@ -1,5 +1,6 @@
--- callhippo-ingest: a SQL cookbook over the views (CONTRACT §6).
--- Every statement here is run by the test suite (tests/api/views.rs), so they stay valid.
+-- callhippo-ingest: a SQL cookbook over the views (docs/reference.md §6).
+-- Every statement here is run by the test suite (tests/api/views.rs) on the README's "Try it"
+-- examples, and returns rows for them unless its comment says why not.
 -- Connect as the read-only role:  psql "postgres://callhippo_reader:…@host:5432/callhippo"
 -- All times are timestamptz; `AT TIME ZONE` turns them into local clock time.
 
@@ -40,13 +41,14 @@ SELECT COALESCE(country_name, '(unknown)') AS country,
  GROUP BY 1
  ORDER BY total_charge DESC NULLS LAST;
 
--- 5. Status timeline of one call, in the order things happened (not the order they arrived).
+-- 5. Status timeline of one call (the README's example call), in the order things happened
+--    (not the order they arrived).
 SELECT s.occurred_at,
        s.status,
        s.agent_email,
        s.occurred_at - lag(s.occurred_at) OVER (ORDER BY s.occurred_at, s.id) AS since_previous
   FROM call_status s
- WHERE s.call_sid = 'CA5fcabcd366fac3fe8c00c111f135e123'
+ WHERE s.call_sid = 'CA1001'
  ORDER BY s.occurred_at, s.id;
 
 -- 6. Daily totals for a dashboard: calls, talk time and cost per day and status.
@@ -63,6 +65,7 @@ SELECT call_sid, started_at, status, tags
 
 -- 8. Rows whose fields could not all be read, and why (see parse_warnings; fix the reader,
 --    then `callhippo-ingest replay` fills the columns and clears the warnings).
+--    No rows for the README's examples: every field of theirs can be read.
 SELECT call_sid, parse_warnings
   FROM calls
  WHERE parse_warnings IS NOT NULL

@@ -80,7 +80,7 @@ const CALL_STATUS: [&str; 6] = [
     "Rejected",
 ];
 
-/// Status notification words as sent, and as the service stores them (CONTRACT §4).
+/// Status notification words as sent, and as the service stores them (docs/reference.md §4).
 const STATUS_EVENTS: [(&str, &str); 5] = [
     ("ringing", "ringing"),
     ("answered", "answered"),

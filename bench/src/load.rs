@@ -43,7 +43,7 @@ pub struct Config {
 
 const PATH: &str = "/webhooks/callhippo";
 
-/// The `status` words of CONTRACT §2, in the order they are printed.
+/// The `status` words of docs/reference.md §2, in the order they are printed.
 const WORDS: [&str; 8] = [
     "stored",
     "duplicate",

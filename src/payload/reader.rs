@@ -1,4 +1,4 @@
-//! A JSON object -> the event it describes (CONTRACT §3 and §4).
+//! A JSON object -> the event it describes (docs/reference.md §3 and §4).
 
 use std::collections::BTreeSet;
 

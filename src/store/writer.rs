@@ -2,7 +2,7 @@
 //! passed as one typed array per column and unpacked by `unnest`, see [`super::columns`]), so
 //! that a batch costs a round trip or two and one commit however many events it holds.
 //!
-//! Idempotency (CONTRACT §5) is decided by the database itself: `ON CONFLICT … DO UPDATE …
+//! Idempotency (docs/reference.md §5) is decided by the database itself: `ON CONFLICT … DO UPDATE …
 //! WHERE (old row) IS DISTINCT FROM (new row)` writes only what changes, and `RETURNING`
 //! says which rows were inserted or changed; the others are duplicates. The calls of new
 //! bodies are inserted without `ON CONFLICT` when the writer bets they are new calls (see

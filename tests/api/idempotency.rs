@@ -1,4 +1,4 @@
-//! CONTRACT §5: stored / duplicate / updated, and exactly one row under concurrency.
+//! Idempotency (docs/reference.md §5): stored / duplicate / updated, and exactly one row under concurrency.
 
 use std::collections::HashMap;
 use std::time::Duration;

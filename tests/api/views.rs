@@ -1,4 +1,4 @@
-//! CONTRACT §6: the views, on a small known data set.
+//! The views (docs/reference.md §6), on a small known data set.
 
 use serde_json::json;
 
@@ -141,21 +141,49 @@ async fn daily_and_agent_views_add_up() {
     );
 }
 
-/// Every statement of docs/cookbook.sql runs, as the read-only role, and the timeline one
-/// gives the events in the order they happened.
-#[tokio::test]
-async fn cookbook_statements_run_as_the_reader() {
-    let app = spawn_app().await;
-    assert_eq!(app.post(CALL).await.0, 200);
-    for (status, at) in [
-        ("completed", "2020-05-12T01:01:05Z"),
-        ("ringing", "2020-05-12T00:53:50Z"),
-        ("answered", "2020-05-12T00:53:57Z"),
-    ] {
-        let body = json!({"callSid": "CA5fcabcd366fac3fe8c00c111f135e123", "status": status, "dateTime": at, "agentId": "a"});
-        assert_eq!(app.post(body.to_string()).await.0, 200);
+/// The statements of docs/cookbook.sql, without their comments; with whether the comment
+/// before each says it returns no rows for the README's examples.
+fn cookbook() -> Vec<(String, bool)> {
+    include_str!("../../docs/cookbook.sql")
+        .split(";\n")
+        .map(|s| {
+            let (comments, sql): (Vec<&str>, Vec<&str>) =
+                s.lines().partition(|l| l.trim_start().starts_with("--"));
+            let may_be_empty = comments
+                .iter()
+                .any(|c| c.contains("No rows for the README"));
+            (sql.join("\n"), may_be_empty)
+        })
+        .filter(|(s, _)| !s.trim().is_empty())
+        .collect()
+}
+
+/// The bodies of the README's `curl … -d '…'` examples, with `'"$now"'` (the shell's way of
+/// putting the time into a quoted body) replaced by `now`.
+fn readme_examples(now: &str) -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let mut bodies = Vec::new();
+    for (start, _) in readme.match_indices("-d '") {
+        let mut rest = &readme[start + 4..];
+        let mut body = String::new();
+        loop {
+            let end = rest.find('\'').expect("a closing quote");
+            body.push_str(&rest[..end]);
+            rest = &rest[end..];
+            match rest.strip_prefix("'\"$now\"'") {
+                Some(after) => {
+                    body.push_str(now);
+                    rest = after;
+                }
+                None => break,
+            }
+        }
+        bodies.push(body);
     }
-    let cookbook = include_str!("../../docs/cookbook.sql");
+    bodies
+}
+
+async fn reader_connection(app: &TestApp) -> sqlx::PgConnection {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url)
         .await
         .unwrap();
@@ -163,27 +191,69 @@ async fn cookbook_statements_run_as_the_reader() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let statements: Vec<String> = cookbook
-        .split(";\n")
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .filter(|s| !s.trim().is_empty())
-        .collect();
+    conn
+}
+
+/// Every statement of docs/cookbook.sql runs, as the read-only role, and the timeline one
+/// gives the events in the order they happened.
+#[tokio::test]
+async fn cookbook_statements_run_as_the_reader() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.post(with(CALL, "callSid", json!("CA1001"))).await.0,
+        200
+    );
+    for (status, at) in [
+        ("completed", "2020-05-12T01:01:05Z"),
+        ("ringing", "2020-05-12T00:53:50Z"),
+        ("answered", "2020-05-12T00:53:57Z"),
+    ] {
+        let body = json!({"callSid": "CA1001", "status": status, "dateTime": at, "agentId": "a"});
+        assert_eq!(app.post(body.to_string()).await.0, 200);
+    }
+    let statements = cookbook();
     assert_eq!(statements.len(), 9);
-    for s in &statements {
+    let mut conn = reader_connection(&app).await;
+    for (s, _) in &statements {
         sqlx::query(s)
             .fetch_all(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{s}\n{e}"));
     }
     let timeline: Vec<String> =
-        sqlx::query_scalar(&format!("SELECT status FROM ({}) t", statements[4]))
+        sqlx::query_scalar(&format!("SELECT status FROM ({}) t", statements[4].0))
             .fetch_all(&mut conn)
             .await
             .unwrap();
     assert_eq!(timeline, vec!["ringing", "answered", "completed"]);
+}
+
+/// The README's examples, posted as its "Try it" says, are stored, and every cookbook query
+/// returns rows for them (or says in its comment why it does not).
+#[tokio::test]
+async fn readme_examples_are_stored_and_fill_the_cookbook() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let examples = readme_examples(&now);
+    let mut kinds = Vec::new();
+    for body in &examples {
+        let (code, answer) = app.post(body.clone()).await;
+        assert_eq!(
+            (code, answer["status"].as_str()),
+            (200, Some("stored")),
+            "{body}: {answer}"
+        );
+        kinds.push(answer["kind"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(kinds, ["call", "sms", "call_status"]);
+    let mut conn = reader_connection(&app).await;
+    for (s, may_be_empty) in cookbook() {
+        let rows = sqlx::query(&s).fetch_all(&mut conn).await.unwrap();
+        assert_eq!(
+            rows.is_empty(),
+            may_be_empty,
+            "{s}\nreturns {} rows for the README's examples",
+            rows.len()
+        );
+    }
 }
