@@ -10,6 +10,7 @@ use crate::store::migrate;
 
 /// 200 while the process runs.
 pub async fn healthz() -> HttpResponse {
+    tracing::debug!(path = "/healthz", code = 200, "health");
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
@@ -40,6 +41,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     body.as_object_mut()
         .expect("an object")
         .extend(detail.as_object().cloned().unwrap_or_default());
+    tracing::debug!(
+        path = "/readyz",
+        code = if ready { 200 } else { 503 },
+        "health"
+    );
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -54,6 +60,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    tracing::debug!(path = "/metrics", code = 200, "health");
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render(state.spool.depth()))

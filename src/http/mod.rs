@@ -80,28 +80,36 @@ async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
 fn refused(req: &HttpRequest, state: &AppState, answer: Answer, started: Instant) -> HttpResponse {
     let elapsed = started.elapsed();
     state.metrics.refused(answer.code, elapsed);
-    log_refused(req, state, &answer, elapsed);
+    log_unauthenticated(req, state, "refused", answer.status, answer.code, elapsed);
     answer.into_response()
 }
 
-/// The log line of a refused request, unless too many came this second: see [`RefusalLog`].
-fn log_refused(req: &HttpRequest, state: &AppState, answer: &Answer, elapsed: Duration) {
+/// The log line of a request anyone may send without a token (a refusal, CallHippo's `GET`
+/// of the URL), unless too many came this second: see [`RefusalLog`].
+fn log_unauthenticated(
+    req: &HttpRequest,
+    state: &AppState,
+    message: &'static str,
+    outcome: &'static str,
+    code: u16,
+    elapsed: Duration,
+) {
     let Some(suppressed) = state.refusals.admit() else {
         return;
     };
     if suppressed > 0 {
         tracing::info!(
             count = suppressed,
-            "refused requests not logged: at most a few a second are"
+            "requests without a token not logged: at most a few a second are"
         );
     }
     tracing::info!(
         method = %req.method(),
         path = refusals::loggable_path(req.path()),
-        outcome = answer.status,
-        code = answer.code,
+        outcome,
+        code,
         latency_ms = milliseconds(elapsed),
-        "refused"
+        "{message}"
     );
 }
 

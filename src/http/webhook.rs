@@ -22,8 +22,11 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_LIMIT: usize = 16 << 20;
 
 /// `GET`/`HEAD`: the vendor checks that the URL answers, token or not.
-pub async fn probe() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+pub async fn probe(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let started = Instant::now();
+    let response = HttpResponse::Ok().json(json!({"status": "ok"}));
+    super::log_unauthenticated(&req, &state, "probe", "ok", 200, started.elapsed());
+    response
 }
 
 pub async fn receive(
