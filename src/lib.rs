@@ -1,9 +1,11 @@
 //! callhippo-ingest: CallHippo webhooks into normalized PostgreSQL tables.
 //!
-//! Data flows one way: bytes -> [`payload`] (pure reader) -> [`event`] (the domain) ->
-//! [`ingest`] (batching) -> [`store`] (PostgreSQL). [`http`] only decides answers.
+//! Data flows one way: bytes -> [`payload`] (pure reader) -> [`delivery`] of [`event`]s
+//! (the domain) -> [`ingest`] (batching, the spool) -> a [`sink::Sink`] ([`store`]:
+//! PostgreSQL). [`http`] only decides answers.
 
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod healthcheck;
 pub mod http;
@@ -11,6 +13,8 @@ pub mod ingest;
 pub mod metrics;
 pub mod payload;
 pub mod replay;
+pub mod retry;
+pub mod sink;
 pub mod spool;
 pub mod startup;
 pub mod store;

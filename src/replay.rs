@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgPool, Row};
+use sqlx::Row;
 
+use crate::delivery::{Delivery, Outcome, Source, Times};
 use crate::event::Kind;
-use crate::payload::{self, Decoded};
-use crate::store::writer::{write_records, Times};
-use crate::store::Outcome;
+use crate::payload;
+use crate::sink::Sink;
+use crate::store::PgSink;
 
 /// Which raw events to replay.
 #[derive(Debug, Clone, Default)]
@@ -53,11 +54,12 @@ impl std::fmt::Display for Summary {
 /// Replays the raw events that match `filter`, `page` at a time; `progress` is called after
 /// each page with the running summary and the total to do.
 pub async fn replay(
-    pool: &PgPool,
+    sink: &PgSink,
     filter: &Filter,
     page: usize,
     mut progress: impl FnMut(&Summary, u64),
 ) -> anyhow::Result<Summary> {
+    let pool = sink.pool();
     let since = filter.since.unwrap_or(DateTime::UNIX_EPOCH);
     let kind = filter.kind.map(Kind::as_str);
     let total: i64 = sqlx::query_scalar(
@@ -90,39 +92,8 @@ pub async fn replay(
         let Some(last) = rows.last() else { break };
         cursor = (last.try_get("last_received_at")?, last.try_get("id")?);
 
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut decoded: Vec<(Decoded, Times)> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            ids.push(row.try_get::<i64, _>("id")?);
-            let times = Times {
-                first: row.try_get("received_at")?,
-                last: row.try_get("last_received_at")?,
-            };
-            decoded.push((reread(row)?, times));
-        }
-
-        let mut tx = pool.begin().await?;
-        // Raw rows first, in digest order: the lock order of live ingestion, so that a
-        // replay running beside serve cannot deadlock with it.
-        sqlx::query("SELECT 1 FROM raw_events WHERE id = ANY($1) ORDER BY body_sha256 FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        let outcomes =
-            write_records(&mut tx, decoded.iter().map(|(d, at)| (&d.reading, *at))).await?;
-        let kinds: Vec<&str> = decoded.iter().map(|(d, _)| d.kind().as_str()).collect();
-        let errors: Vec<Option<String>> = decoded.iter().map(|(d, _)| d.error()).collect();
-        sqlx::query(
-            "UPDATE raw_events r SET kind = u.kind, error = u.error
-               FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, kind, error)
-              WHERE r.id = u.id AND (r.kind, r.error) IS DISTINCT FROM (u.kind, u.error)",
-        )
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&errors)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let deliveries = rows.iter().map(reread).collect::<Result<Vec<_>, _>>()?;
+        let outcomes = sink.rederive(&deliveries).await?;
 
         for outcome in outcomes {
             summary.read += 1;
@@ -137,8 +108,10 @@ pub async fn replay(
     Ok(summary)
 }
 
-/// Reads a stored body again: its exact bytes when kept, else its text, else the payload.
-fn reread(row: &sqlx::postgres::PgRow) -> Result<Decoded, sqlx::Error> {
+/// Reads an archived body again: its exact bytes when kept, else its text, else the payload.
+/// Its delivery times are the archived row's, so that rebuilt rows get the times live
+/// ingestion gave them.
+fn reread(row: &sqlx::postgres::PgRow) -> Result<Delivery, sqlx::Error> {
     let content_type: Option<String> = row.try_get("content_type")?;
     let bytes: Vec<u8> = if let Some(b) = row.try_get::<Option<Vec<u8>>, _>("body_bytes")? {
         b
@@ -150,7 +123,16 @@ fn reread(row: &sqlx::postgres::PgRow) -> Result<Decoded, sqlx::Error> {
             .map(|p| p.to_string().into_bytes())
             .unwrap_or_default()
     };
-    Ok(payload::decode(&bytes, content_type.as_deref()))
+    let source = Source::Replay {
+        raw_id: row.try_get("id")?,
+    };
+    let received = Times {
+        first: row.try_get("received_at")?,
+        last: row.try_get("last_received_at")?,
+    };
+    let mut delivery = payload::read_delivery(bytes.into(), content_type, received.last, source);
+    delivery.received = received;
+    Ok(delivery)
 }
 
 /// Prints a progress line to stderr at most every `every`.

@@ -12,10 +12,11 @@ use sqlx::PgPool;
 
 use crate::config::{ServeSettings, SettingError};
 use crate::http::{self, AppState, Token};
-use crate::ingest::{Ingestor, Workers, Writer};
+use crate::ingest::{Ingestor, Workers};
 use crate::metrics::Metrics;
+use crate::retry::{retry, Backoff};
 use crate::spool::Spool;
-use crate::store::{self, migrate};
+use crate::store::{self, migrate, PgSink};
 use crate::telemetry;
 
 pub struct Application {
@@ -54,8 +55,9 @@ impl Application {
             Err(e) => return Err(e),
         }
         let metrics = Arc::new(Metrics::new());
+        let sink = Arc::new(PgSink::new(pool.clone()));
         let (ingestor, workers) = Ingestor::start(
-            Writer::new(pool.clone(), settings.db.timeout),
+            sink,
             settings.batch.clone(),
             Some(spool.clone()),
             schema_ready,
@@ -194,27 +196,32 @@ fn is_unavailable(e: &anyhow::Error) -> bool {
 
 /// Retries the migrations until they are applied, then lets the writers write.
 async fn migrate_when_reachable(db: store::DbSettings, schema_ready: Arc<AtomicBool>) {
-    let mut delay = Duration::from_millis(250);
-    loop {
-        tokio::time::sleep(delay).await;
-        match migrate_once(&db).await {
-            Ok(()) => {
-                schema_ready.store(true, Ordering::Release);
-                return;
-            }
-            Err(e) if is_unavailable(&e) => {
+    const WAITING: Backoff = Backoff::forever(Duration::from_millis(250), Duration::from_secs(5));
+    tokio::time::sleep(WAITING.first).await;
+    let migrated = retry(
+        WAITING,
+        || migrate_once(&db),
+        |_| true,
+        |e, wait| {
+            let retry_in_ms = wait.as_millis() as u64;
+            if is_unavailable(e) {
                 tracing::warn!(
-                    error = telemetry::one_line(&e),
-                    retry_in_ms = delay.as_millis() as u64,
+                    error = telemetry::one_line(e),
+                    retry_in_ms,
                     "database still unreachable; waiting to migrate"
                 );
+            } else {
+                tracing::error!(
+                    error = telemetry::one_line(e),
+                    retry_in_ms,
+                    "migrations failed; retrying"
+                );
             }
-            Err(e) => tracing::error!(
-                error = telemetry::one_line(&e),
-                "migrations failed; retrying"
-            ),
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
+        },
+    )
+    .await;
+    if migrated.is_ok() {
+        schema_ready.store(true, Ordering::Release);
     }
 }
 

@@ -11,9 +11,10 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{Answer, AppState};
+use crate::delivery::{Outcome, Source};
 use crate::event::Reading;
 use crate::ingest::Ack;
-use crate::store::{Delivery, Outcome};
+use crate::payload;
 
 /// How long a client may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,7 +73,8 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let delivery = Delivery::read(bytes.freeze(), content_type, Utc::now());
+    let delivery =
+        payload::read_delivery(bytes.freeze(), content_type, Utc::now(), Source::Webhook);
     if let Reading::Record(r) = &delivery.decoded.reading {
         r.warnings()
             .keys()
@@ -121,10 +123,10 @@ fn settle(mut a: Answer, ack: Ack) -> Answer {
             }
             a
         }
-        Ack::Refused(message) => {
+        Ack::Rejected(e) => {
             a.code = 422;
             a.status = "rejected";
-            a.error = Some(message);
+            a.error = Some(format!("the event could not be stored: {e}"));
             a
         }
         // Durable in the spool. Whether it will be stored, a duplicate or an update is not

@@ -1,5 +1,5 @@
 //! The wire: a webhook body's bytes -> [`Decoded`] (what `raw_events` keeps) and a
-//! [`Reading`] (what the normalized tables get). Pure: no I/O, no clock, no SQL, so that
+//! [`Reading`](crate::event::Reading) (what the normalized tables get). Pure: no I/O, no clock, no SQL, so that
 //! every rule is a plain unit test, and `replay` reads stored bodies exactly as live ones.
 
 pub mod fields;
@@ -9,44 +9,10 @@ mod sanitize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::delivery::Decoded;
 use crate::event::{Kind, Reading, Rejection};
 
 pub use reader::{read_object, KNOWN_FIELDS};
-
-/// A body as `raw_events` keeps it, with what it was read as.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
-    /// SHA-256 of the bytes as received: identical bytes make one `raw_events` row.
-    pub sha256: [u8; 32],
-    /// The JSON object (or the form's fields), made storable in `jsonb`, as JSON text for
-    /// `raw_events.payload`; `None` when the body was not JSON. Printed from the parsed value
-    /// (keys in jsonb's order), never the body itself. They may differ where PostgreSQL would
-    /// refuse the body: a repeated key keeps only its last value here, while PostgreSQL reads
-    /// (and rejects) a NUL or an out-of-range number in the earlier ones too. Printed here, on
-    /// the request's thread, so that the batch writer only copies it.
-    pub payload: Option<String>,
-    /// The text as received, when `payload` alone does not give it back: the body was not
-    /// JSON, or was JSON that had to be altered to fit `jsonb` (NUL characters, numbers
-    /// beyond PostgreSQL's range).
-    pub body: Option<String>,
-    /// The exact bytes, only when `body` could not hold them (invalid UTF-8 or NUL bytes).
-    pub body_bytes: Option<Vec<u8>>,
-    pub reading: Reading,
-}
-
-impl Decoded {
-    pub fn kind(&self) -> Kind {
-        self.reading.kind()
-    }
-
-    /// The error kept in `raw_events.error`, when the body was refused.
-    pub fn error(&self) -> Option<String> {
-        match &self.reading {
-            Reading::Rejected(r) => Some(r.message.clone()),
-            _ => None,
-        }
-    }
-}
 
 /// `v` as JSON text, see [`print_in_jsonb_order`].
 fn json_in_jsonb_order(v: &Value) -> String {
@@ -231,3 +197,20 @@ pub(crate) fn describe(v: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+/// Reads a body as received (live, from the spool or from `raw_events`) into a delivery to
+/// write.
+pub fn read_delivery(
+    body: bytes::Bytes,
+    content_type: Option<String>,
+    received_at: chrono::DateTime<chrono::Utc>,
+    source: crate::delivery::Source,
+) -> crate::delivery::Delivery {
+    crate::delivery::Delivery {
+        decoded: decode(&body, content_type.as_deref()),
+        body,
+        content_type,
+        received: crate::delivery::Times::at(received_at),
+        source,
+    }
+}

@@ -1,10 +1,24 @@
-//! PostgreSQL: connecting, migrating, writing, replaying. No vendor field names here.
+//! PostgreSQL: connecting, migrating, and writing through [`PgSink`]. No vendor field names
+//! here: the store writes domain records (`crate::event`), and its SQL lives beside the
+//! table it writes (`tables/`).
+//!
+//! Idempotency (docs/reference.md §5) is decided by the database itself: `ON CONFLICT … DO
+//! UPDATE … WHERE (old row) IS DISTINCT FROM (new row)` writes only what changes, and
+//! `RETURNING` says which rows were inserted or changed; the others are duplicates.
+//! Deadlocks between concurrent batches (and concurrent processes) are avoided by taking row
+//! locks in one global order: tables always in the same order, rows sorted by key.
 
+mod batch;
 mod columns;
+mod connections;
 pub mod database;
+mod error;
 pub mod migrate;
+mod pg_sink;
+mod plan;
 pub mod retention;
-pub mod writer;
+mod tables;
+mod write;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,7 +26,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use writer::{write_batch, Delivery, Outcome};
+pub use batch::NewCallsBet;
+pub use error::{is_unavailable, StoreError, CONFLICT_RETRIES};
+pub use pg_sink::PgSink;
+pub use write::{write_batch, BatchMemory};
 
 /// How to reach the database and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -37,8 +54,8 @@ pub fn connect_options(url: &str, timeout: Duration) -> Result<PgConnectOptions,
             ("statement_timeout", timeout.as_millis().to_string()),
             // Every statement of the service reads by key. sqlx prepares each statement once
             // per connection, and a plan made while a table was still small (a fresh
-            // database) would keep scanning it whole as it grows: bench saw batches slow
-            // down threefold. This only prices sequential scans out; none is forbidden.
+            // database) would keep scanning it whole as it grows. This only prices
+            // sequential scans out; none is forbidden.
             ("enable_seqscan", "off".to_owned()),
         ])
         .log_statements(tracing::log::LevelFilter::Trace)
@@ -56,32 +73,4 @@ pub fn pool(settings: &DbSettings) -> Result<PgPool, String> {
         .idle_timeout(Some(Duration::from_secs(300)))
         .test_before_acquire(false)
         .connect_lazy_with(opts))
-}
-
-/// The database cannot be reached or cannot take writes now: worth spooling and retrying.
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    use sqlx::Error as E;
-    match e {
-        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => true,
-        E::Protocol(_) => true,
-        E::Database(db) => db.code().is_some_and(|c| {
-            // 08: connection exception; 53: insufficient resources (too many connections,
-            // disk full); 57: operator intervention (statement timeout, shutdown, starting
-            // up); 58: system error; 25006: read-only (a standby after a failover).
-            ["08", "53", "57", "58"].iter().any(|p| c.starts_with(p)) || c == "25006"
-        }),
-        _ => false,
-    }
-}
-
-/// A row with this key is stored already (`unique_violation`).
-pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "23505"))
-}
-
-/// A conflict with a concurrent transaction that a retry resolves.
-pub fn is_conflict(e: &sqlx::Error) -> bool {
-    is_unique_violation(e)
-        || matches!(e, sqlx::Error::Database(db)
-            if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
 }

@@ -265,13 +265,14 @@ async fn two_serve_processes_receive_the_same_events() {
 /// that was stored meanwhile: the row and its tags stay the newest delivery's.
 #[tokio::test]
 async fn an_older_delivery_written_late_leaves_the_newer_one() {
-    use callhippo_ingest::store::writer::BatchMemory;
-    use callhippo_ingest::store::{write_batch, Delivery, Outcome};
+    use callhippo_ingest::delivery::{Outcome, Source};
+    use callhippo_ingest::payload::read_delivery;
+    use callhippo_ingest::store::{write_batch, BatchMemory};
 
     let app = spawn_app().await;
     let delivery = |body: String, seconds_ago: i64| {
         let at = chrono::Utc::now() - chrono::Duration::seconds(seconds_ago);
-        Delivery::read(body.into_bytes().into(), None, at)
+        read_delivery(body.into_bytes().into(), None, at, Source::Webhook)
     };
     let call = |note: &str, tag: &str| with(&with(CALL, "note", json!(note)), "tags", json!([tag]));
     let tags = BatchMemory::default();
@@ -355,12 +356,19 @@ async fn a_call_deleted_by_hand_is_stored_again_despite_its_old_links() {
 /// does not bet.
 #[tokio::test]
 async fn a_batch_that_loses_its_bet_on_new_calls_is_written_once_with_upserts() {
-    use callhippo_ingest::store::writer::BatchMemory;
-    use callhippo_ingest::store::{write_batch, Delivery, Outcome};
+    use callhippo_ingest::delivery::{Outcome, Source};
+    use callhippo_ingest::payload::read_delivery;
+    use callhippo_ingest::store::{write_batch, BatchMemory};
 
     let app = spawn_app().await;
-    let delivery =
-        |body: String| Delivery::read(body.into_bytes().into(), None, chrono::Utc::now());
+    let delivery = |body: String| {
+        read_delivery(
+            body.into_bytes().into(),
+            None,
+            chrono::Utc::now(),
+            Source::Webhook,
+        )
+    };
     let memory = BatchMemory::default();
     let mut conn = app.pool.acquire().await.unwrap();
     assert_eq!(

@@ -417,3 +417,18 @@ fn tokens_printed_in_the_docs_are_warned_about() {
     assert!(token_warning(Some("short-but-mine")).is_some());
     assert!(token_warning(None).is_some());
 }
+
+/// The writer keeps the connection that wrote last for the next batch, but never the pool's
+/// last one: with a pool of one, `/readyz` (and retention) still get a connection.
+#[tokio::test]
+async fn a_pool_of_one_still_answers_readyz_between_writes() {
+    let app = spawn_app_with(|s| s.db.pool_size = 1).await;
+    for n in 0..3 {
+        let (code, answer) = app
+            .post(with(CALL, "callSid", json!(format!("CA-one-{n}"))))
+            .await;
+        assert_eq!((code, answer["status"].as_str()), (200, Some("stored")));
+        let (code, body) = readyz(&app.client, &app.address).await;
+        assert_eq!(code, 200, "{body}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Every default of every setting, declared once: the command line shows them in `--help`
+//! and uses them, and [`super::ServeSettings::new`] starts from them.
+
+use std::time::Duration;
+
+pub const LISTEN_ADDR: &str = "0.0.0.0:8080";
+pub const MAX_BODY_BYTES: u64 = 262_144;
+pub const SPOOL_DIR: &str = "spool";
+pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
+pub const DB_POOL_SIZE: u64 = 8;
+pub const DB_TIMEOUT_MS: u64 = 3_000;
+pub const DB_TIMEOUT: Duration = Duration::from_millis(DB_TIMEOUT_MS);
+pub const BATCH_MAX: usize = 256;
+pub const WRITERS: usize = 3;
+pub const LOG_FORMAT: &str = "text";
+pub const LOG_FILTER: &str = "info";
+
+/// `replay`: raw events per transaction.
+pub const REPLAY_BATCH: u64 = 500;
+/// `healthcheck`: how long to wait for `/readyz`.
+pub const HEALTHCHECK_TIMEOUT_MS: u64 = 3_000;
+/// `migrate` and `replay`: their pool, and their wait for the database.
+pub const COMMAND_POOL_SIZE: u32 = 4;
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest values taken.
+pub mod max {
+    pub const MAX_BODY_BYTES: u64 = 64 << 20;
+    pub const RAW_RETENTION_DAYS: u64 = 100_000;
+    pub const DB_POOL_SIZE: u64 = 1_000;
+    pub const DB_TIMEOUT_MS: u64 = 3_600_000;
+    pub const BATCH_MAX: u64 = 10_000;
+    pub const WRITERS: u64 = 64;
+    pub const REPLAY_BATCH: u64 = 100_000;
+}

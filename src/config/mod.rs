@@ -1,0 +1,374 @@
+//! Settings from flags and environment variables (a flag wins), validated once at start.
+//! Every error is one line that names the setting, so that a misconfigured container says
+//! what to fix in its first log line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::ingest::BatchSettings;
+use crate::store::DbSettings;
+
+pub mod defaults;
+
+use defaults::max;
+
+/// A whole number from 1 to `max`, for the setting `name`; the error is ours, in one line.
+fn whole(name: &'static str, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |raw| match raw.trim().parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{name} must be a whole number from 1 to {max}, not {raw:?}"
+        )),
+    }
+}
+
+/// An IP address and port, for the setting `name`.
+fn address(name: &'static str) -> impl Fn(&str) -> Result<SocketAddr, String> + Clone {
+    move |raw| {
+        raw.trim().parse().map_err(|_| {
+            format!("{name} must be an address and port such as 0.0.0.0:8080, not {raw:?}")
+        })
+    }
+}
+
+fn log_format(raw: &str) -> Result<LogFormat, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("LOG_FORMAT must be text or json, not {raw:?}")),
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "callhippo-ingest",
+    version,
+    about = "Receives CallHippo webhooks and writes every event into normalized PostgreSQL tables."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// PostgreSQL URL, postgres://user:password@host:5432/database.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", global = true, default_value = defaults::LOG_FORMAT, value_parser = log_format)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. info or callhippo_ingest=debug,info.
+    #[arg(long = "log", env = "RUST_LOG", global = true, default_value = defaults::LOG_FILTER)]
+    pub log_filter: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve HTTP until SIGINT or SIGTERM.
+    Serve(Box<ServeArgs>),
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Re-derive calls, sms, call_status, tags and call_tags from raw_events.
+    Replay(ReplayArgs),
+    /// Exit 0 when the local serve answers /readyz with 200 (for container healthchecks).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = defaults::LISTEN_ADDR, value_parser = address("LISTEN_ADDR"))]
+    pub listen_addr: SocketAddr,
+
+    /// Shared secret a webhook POST must carry (?token=… or Authorization: Bearer …).
+    #[arg(long, env = "WEBHOOK_TOKEN", hide_env_values = true)]
+    pub webhook_token: Option<String>,
+
+    /// Largest accepted body, in bytes; larger ones get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES,
+          value_parser = whole("MAX_BODY_BYTES", max::MAX_BODY_BYTES))]
+    pub max_body_bytes: u64,
+
+    /// Where events wait while the database is unreachable.
+    #[arg(long, env = "SPOOL_DIR", default_value = defaults::SPOOL_DIR)]
+    pub spool_dir: PathBuf,
+
+    /// The most the spool may hold, in bytes; past it the answer is 503.
+    #[arg(long, env = "SPOOL_MAX_BYTES", default_value_t = defaults::SPOOL_MAX_BYTES,
+          value_parser = whole("SPOOL_MAX_BYTES", u64::MAX))]
+    pub spool_max_bytes: u64,
+
+    /// Remove raw_events rows last received more than this many days ago (unset: keep forever).
+    #[arg(long, env = "RAW_RETENTION_DAYS",
+          value_parser = whole("RAW_RETENTION_DAYS", max::RAW_RETENTION_DAYS))]
+    pub raw_retention_days: Option<u64>,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = defaults::DB_POOL_SIZE,
+          value_parser = whole("DB_POOL_SIZE", max::DB_POOL_SIZE))]
+    pub db_pool_size: u64,
+
+    /// Longest wait for a database connection or statement, in milliseconds (migrations: for
+    /// another connection's lock).
+    #[arg(long, env = "DB_TIMEOUT_MS", default_value_t = defaults::DB_TIMEOUT_MS,
+          value_parser = whole("DB_TIMEOUT_MS", max::DB_TIMEOUT_MS))]
+    pub db_timeout_ms: u64,
+
+    /// Most events written in one transaction.
+    #[arg(long, env = "BATCH_MAX", default_value_t = defaults::BATCH_MAX as u64,
+          value_parser = whole("BATCH_MAX", max::BATCH_MAX))]
+    pub batch_max: u64,
+
+    /// Most transactions in flight at once (a second starts beside the first only when 64
+    /// events wait).
+    #[arg(long, env = "WRITERS", default_value_t = defaults::WRITERS as u64,
+          value_parser = whole("WRITERS", max::WRITERS))]
+    pub writers: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Only events last received at or after this time (2025-06-01 or 2025-06-01T12:00:00Z).
+    #[arg(long, value_parser = since)]
+    pub since: Option<DateTime<Utc>>,
+
+    /// Only events stored as this kind: call, sms, call_status, test, unknown or invalid.
+    #[arg(long, value_parser = kind)]
+    pub kind: Option<crate::event::Kind>,
+
+    /// Events per transaction.
+    #[arg(long, default_value_t = defaults::REPLAY_BATCH, value_parser = whole("--batch", max::REPLAY_BATCH))]
+    pub batch: u64,
+}
+
+fn since(raw: &str) -> Result<DateTime<Utc>, String> {
+    let trimmed = raw.trim();
+    let with_time = if trimmed.len() == 10 {
+        format!("{trimmed}T00:00:00Z")
+    } else {
+        trimmed.to_owned()
+    };
+    crate::payload::fields::parse_time(&with_time).map_err(|_| {
+        format!(
+            "--since must be a date or time such as 2025-06-01 or 2025-06-01T12:00:00Z, not {raw:?}"
+        )
+    })
+}
+
+fn kind(raw: &str) -> Result<crate::event::Kind, String> {
+    crate::event::Kind::parse(raw.trim()).ok_or_else(|| {
+        format!("--kind must be one of call, sms, call_status, test, unknown, invalid, not {raw:?}")
+    })
+}
+
+impl ReplayArgs {
+    pub fn filter(&self) -> crate::replay::Filter {
+        crate::replay::Filter {
+            since: self.since,
+            kind: self.kind,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The serve address to ask; 0.0.0.0 means this machine.
+    #[arg(long, env = "LISTEN_ADDR", default_value = defaults::LISTEN_ADDR, value_parser = address("LISTEN_ADDR"))]
+    pub listen_addr: SocketAddr,
+
+    /// How long to wait for the answer, in milliseconds.
+    #[arg(long, default_value_t = defaults::HEALTHCHECK_TIMEOUT_MS,
+          value_parser = whole("--timeout-ms", max::DB_TIMEOUT_MS))]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub db: DbSettings,
+    pub listen_addr: SocketAddr,
+    pub webhook_token: Option<String>,
+    pub max_body_bytes: usize,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub raw_retention_days: Option<u32>,
+    pub batch: BatchSettings,
+}
+
+impl ServeSettings {
+    /// The defaults for everything but the database.
+    pub fn new(database_url: &str) -> Self {
+        ServeSettings {
+            db: DbSettings {
+                url: database_url.to_owned(),
+                pool_size: defaults::DB_POOL_SIZE as u32,
+                timeout: defaults::DB_TIMEOUT,
+            },
+            listen_addr: defaults::LISTEN_ADDR.parse().expect("a valid address"),
+            webhook_token: None,
+            max_body_bytes: defaults::MAX_BODY_BYTES as usize,
+            spool_dir: PathBuf::from(defaults::SPOOL_DIR),
+            spool_max_bytes: defaults::SPOOL_MAX_BYTES,
+            raw_retention_days: None,
+            batch: BatchSettings::default(),
+        }
+    }
+}
+
+/// A setting that is missing or wrong; its `Display` is the one line printed at start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingError(pub String);
+
+impl Cli {
+    /// Parses the command line and environment. A value that does not parse is one line
+    /// naming the setting, as every other setting error (exit code 2); help, version and
+    /// usage mistakes are clap's own.
+    pub fn parse_or_exit() -> Cli {
+        match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+                match std::error::Error::source(&e) {
+                    Some(ours) => eprintln!("error: {ours}"),
+                    None => eprintln!("error: {}", e.to_string().lines().next().unwrap_or("")),
+                }
+                std::process::exit(2)
+            }
+            Err(e) => e.exit(),
+        }
+    }
+
+    pub fn database_url(&self) -> Result<String, SettingError> {
+        let url = self
+            .database_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                SettingError(
+                    "DATABASE_URL is not set: give --database-url or the DATABASE_URL \
+                     environment variable (postgres://user:password@host:5432/database)"
+                        .into(),
+                )
+            })?;
+        crate::store::connect_options(url, defaults::COMMAND_TIMEOUT).map_err(SettingError)?;
+        Ok(url.to_owned())
+    }
+
+    /// The database settings of `migrate` and `replay`.
+    pub fn db_settings(&self) -> Result<DbSettings, SettingError> {
+        Ok(DbSettings {
+            url: self.database_url()?,
+            pool_size: defaults::COMMAND_POOL_SIZE,
+            timeout: defaults::COMMAND_TIMEOUT,
+        })
+    }
+}
+
+impl ServeArgs {
+    pub fn settings(&self, database_url: String) -> Result<ServeSettings, SettingError> {
+        let webhook_token = match self.webhook_token.as_deref() {
+            None => None,
+            Some(t) if t.trim().is_empty() => {
+                return Err(SettingError(
+                    "WEBHOOK_TOKEN is set but empty: unset it to leave the endpoint open, or give a secret".into(),
+                ))
+            }
+            Some(t) => Some(t.to_owned()),
+        };
+        let timeout = Duration::from_millis(self.db_timeout_ms);
+        Ok(ServeSettings {
+            db: DbSettings {
+                url: database_url,
+                pool_size: self.db_pool_size as u32,
+                timeout,
+            },
+            listen_addr: self.listen_addr,
+            webhook_token,
+            max_body_bytes: self.max_body_bytes as usize,
+            spool_dir: self.spool_dir.clone(),
+            spool_max_bytes: self.spool_max_bytes,
+            raw_retention_days: self.raw_retention_days.map(|d| d as u32),
+            batch: BatchSettings {
+                batch_max: self.batch_max as usize,
+                workers: self.writers as usize,
+                timeout,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("callhippo-ingest").chain(args.iter().copied()))
+    }
+
+    fn serve_args(cli: &Cli) -> &ServeArgs {
+        match &cli.command {
+            Command::Serve(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&["serve", "--database-url", "postgres://u@h/db"]).unwrap();
+        let s = serve_args(&cli)
+            .settings(cli.database_url().unwrap())
+            .unwrap();
+        assert_eq!(s.max_body_bytes, 262_144);
+        assert_eq!(s.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.webhook_token, None);
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let d = ServeSettings::new("postgres://u@h/db");
+        assert_eq!(s.db.pool_size, d.db.pool_size);
+        assert_eq!(s.db.timeout, d.db.timeout);
+        assert_eq!(s.batch.batch_max, d.batch.batch_max);
+        assert_eq!(s.batch.workers, d.batch.workers);
+        assert_eq!(s.spool_max_bytes, d.spool_max_bytes);
+        assert_eq!(s.spool_dir, d.spool_dir);
+    }
+
+    /// The error of a value that does not parse: ours, naming the setting.
+    fn value_error(args: &[&str]) -> String {
+        let e = parse(args).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+        std::error::Error::source(&e).unwrap().to_string()
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let e = value_error(&["serve", "--max-body-bytes", "lots"]);
+        assert_eq!(
+            e,
+            "MAX_BODY_BYTES must be a whole number from 1 to 67108864, not \"lots\""
+        );
+        assert!(value_error(&["serve", "--listen-addr", "nowhere"]).starts_with("LISTEN_ADDR"));
+        assert!(value_error(&["serve", "--writers", "0"]).starts_with("WRITERS"));
+        assert!(value_error(&["migrate", "--log-format", "xml"]).starts_with("LOG_FORMAT"));
+        assert!(value_error(&["replay", "--since", "soon"]).starts_with("--since"));
+        assert!(value_error(&["replay", "--kind", "fax"]).starts_with("--kind"));
+        let cli = parse(&["serve", "--webhook-token", " "]).unwrap();
+        let e = serve_args(&cli)
+            .settings("postgres://u@h/db".into())
+            .unwrap_err();
+        assert!(e.0.starts_with("WEBHOOK_TOKEN"), "{e}");
+        let cli = parse(&["migrate", "--database-url", "mysql://x"]).unwrap();
+        let e = cli.database_url().unwrap_err();
+        assert!(e.0.starts_with("DATABASE_URL"), "{e}");
+        assert!(!e.0.contains('\n'), "one line: {e}");
+    }
+}

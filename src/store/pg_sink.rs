@@ -1,0 +1,169 @@
+//! PostgreSQL as a [`Sink`]: batches written on the connection that wrote last, conflicts
+//! with concurrent writers retried, `replay`'s re-derivation, rejected events archived.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+
+use super::connections::{Kept, KEPT_IDLE_MAX};
+use super::plan::BatchPlan;
+use super::write::{write_batch, write_in_rounds, BatchMemory};
+use super::{StoreError, CONFLICT_RETRIES};
+use crate::delivery::{Delivery, Outcome, Source};
+use crate::event::{Reading, Rejection};
+use crate::retry::retry;
+use crate::sink::Sink;
+
+pub struct PgSink {
+    pool: PgPool,
+    /// What batches remember from one to the next (tag ids, the bet on new calls).
+    memory: BatchMemory,
+    kept: Arc<Kept<PoolConnection<Postgres>>>,
+}
+
+impl PgSink {
+    /// A sink writing through `pool`. A task gives kept connections that are no longer used
+    /// back to the pool, for as long as the sink lives.
+    pub fn new(pool: PgPool) -> PgSink {
+        let kept: Arc<Kept<PoolConnection<Postgres>>> = Arc::default();
+        let weak: Weak<Kept<_>> = Arc::downgrade(&kept);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(KEPT_IDLE_MAX / 2).await;
+                match weak.upgrade() {
+                    Some(kept) => kept.sweep(),
+                    None => return,
+                }
+            }
+        });
+        PgSink {
+            pool,
+            memory: BatchMemory::default(),
+            kept,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The connection that wrote last, else one from the pool; with when it was taken from
+    /// the pool.
+    async fn connection(&self) -> Result<(PoolConnection<Postgres>, Instant), StoreError> {
+        match self.kept.take() {
+            Some(kept) => Ok(kept),
+            None => Ok((self.pool.acquire().await?, Instant::now())),
+        }
+    }
+
+    /// Whether the pool could still serve someone else if one more connection were kept.
+    fn others_served(&self) -> bool {
+        self.pool.num_idle() > 0 || self.pool.size() < self.pool.options().get_max_connections()
+    }
+
+    /// Writes a batch on the connection that wrote last, keeping it for the next when it
+    /// succeeded.
+    async fn write_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
+        let (mut conn, since) = self.connection().await?;
+        let result = write_batch(&mut conn, batch, &self.memory).await;
+        if result.is_ok() {
+            self.kept.keep(conn, since, self.others_served());
+        }
+        result
+    }
+
+    async fn write_retrying(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
+        retry(
+            CONFLICT_RETRIES,
+            || self.write_once(batch),
+            StoreError::is_conflict,
+            |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
+        )
+        .await
+    }
+
+    /// `replay`: the rows of archived deliveries, and their archived kind and error, in one
+    /// transaction.
+    async fn rederive_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
+        let ids: Vec<i64> = (batch.iter())
+            .filter_map(|d| match d.source {
+                Source::Replay { raw_id } => Some(raw_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ids.len(),
+            batch.len(),
+            "only replayed deliveries are re-derived"
+        );
+        let mut tx = self.pool.begin().await?;
+        // Raw rows first, in digest order: the lock order of live ingestion, so that a
+        // replay running beside serve cannot deadlock with it.
+        sqlx::query("SELECT 1 FROM raw_events WHERE id = ANY($1) ORDER BY body_sha256 FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let readings = batch.iter().map(|d| Some((&d.decoded.reading, d.received)));
+        let outcomes = write_in_rounds(&mut tx, BatchPlan::new(readings)).await?;
+        let kinds: Vec<&str> = batch.iter().map(|d| d.decoded.kind().as_str()).collect();
+        let errors: Vec<Option<String>> = batch.iter().map(|d| d.decoded.error()).collect();
+        sqlx::query(
+            "UPDATE raw_events r SET kind = u.kind, error = u.error
+               FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, kind, error)
+              WHERE r.id = u.id AND (r.kind, r.error) IS DISTINCT FROM (u.kind, u.error)",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&errors)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+impl Sink for PgSink {
+    fn write<'a>(
+        &'a self,
+        batch: &'a [Delivery],
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, StoreError>> {
+        Box::pin(self.write_retrying(batch))
+    }
+
+    fn rederive<'a>(
+        &'a self,
+        batch: &'a [Delivery],
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, StoreError>> {
+        Box::pin(retry(
+            CONFLICT_RETRIES,
+            || self.rederive_once(batch),
+            StoreError::is_conflict,
+            |e, _| tracing::debug!(error = %e, "replay: conflict with a concurrent writer; retrying"),
+        ))
+    }
+
+    fn keep_rejected<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut kept = delivery.clone();
+        kept.decoded.reading = Reading::Rejected(Rejection {
+            kind: delivery.decoded.kind(),
+            field: None,
+            message: error.to_owned(),
+        });
+        // Kept as text, not as jsonb: whatever the database refused may be in the payload.
+        if kept.decoded.payload.take().is_some() && kept.decoded.body.is_none() {
+            kept.decoded.body = Some(crate::payload::body_text(&delivery.body));
+        }
+        Box::pin(async move {
+            self.write_retrying(std::slice::from_ref(&kept))
+                .await
+                .map(drop)
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! `calls`, and the links of each call to its tags (`call_tags`): a call's tags are exactly
+//! those of its newest delivery.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use sqlx::{PgConnection, Row as _};
+
+use super::super::columns::Columns;
+use super::super::plan::{decide, Row};
+use super::{upsert, upsert_parts, with_times, RecordTable};
+use crate::delivery::{Outcome, Times};
+use crate::event::{CallRecord, Warnings};
+
+impl RecordTable for CallRecord {
+    const TABLE: &'static str = "calls";
+    const KEY: usize = 1;
+    fn columns<'a>(c: Columns<'a, (&'a Self, Times)>) -> Columns<'a, (&'a Self, Times)> {
+        c.text("call_sid", |(r, _)| Some(r.call_sid.as_str()))
+            .text("call_type", |(r, _)| r.call_type.as_deref())
+            .text("from_number", |(r, _)| r.from_number.as_deref())
+            .text("to_number", |(r, _)| r.to_number.as_deref())
+            .text("dial_code", |(r, _)| r.dial_code.as_deref())
+            .text("country_name", |(r, _)| r.country_name.as_deref())
+            .text("status", |(r, _)| r.status.as_deref())
+            .text("status_reason", |(r, _)| r.status_reason.as_deref())
+            .int("duration_seconds", |(r, _)| r.duration_seconds)
+            .int("ring_seconds", |(r, _)| r.ring_seconds)
+            .int("billed_minutes", |(r, _)| r.billed_minutes)
+            .numeric("call_charge", |(r, _)| r.call_charge)
+            .time("logged_at", |(r, _)| r.logged_at)
+            .time("started_at", |(r, _)| r.started_at)
+            .time("ended_at", |(r, _)| r.ended_at)
+            .text("agent_email", |(r, _)| r.agent_email.as_deref())
+            .text("agent_name", |(r, _)| r.agent_name.as_deref())
+            .text("admin_email", |(r, _)| r.admin_email.as_deref())
+            .text("note", |(r, _)| r.note.as_deref())
+            .text("recording_url", |(r, _)| r.recording_url.as_deref())
+            .text("answered_device", |(r, _)| r.answered_device.as_deref())
+            .text("hangup_by", |(r, _)| r.hangup_by.as_deref())
+            .boolean("call_queue", |(r, _)| r.call_queue)
+            .text("reason", |(r, _)| r.reason.as_deref())
+            .text_array("dispositions", |(r, _)| r.dispositions.as_deref())
+    }
+    fn warnings(&self) -> &Warnings {
+        &self.warnings
+    }
+}
+
+pub(in crate::store) static UPSERT_CALLS: LazyLock<String> =
+    LazyLock::new(|| upsert_parts::<CallRecord>("input", 1, false).standalone());
+
+/// Makes `call_tags` of calls that existed before this batch exactly the wanted ones, and
+/// says which calls' tags changed; those the upsert did not already write get `updated_at`
+/// moved. Every access to `call_tags` and `calls` goes through an array of keys (`= ANY`),
+/// so it is an index scan however large the tables grow.
+const SYNC_CALL_TAGS: &str = "
+    WITH batch AS (
+        SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS b(call_sid, at)),
+    -- Only calls whose row this delivery may speak for: not one a newer delivery changed.
+    eligible AS (
+        SELECT c.call_sid FROM calls c JOIN batch b USING (call_sid)
+         WHERE c.call_sid = ANY ($1::text[]) AND c.updated_at <= b.at),
+    wanted AS (
+        SELECT * FROM unnest($3::text[], $4::integer[]) AS w(call_sid, tag_id)
+         WHERE w.call_sid IN (SELECT call_sid FROM eligible)),
+    current AS (
+        SELECT call_sid, tag_id FROM call_tags
+         WHERE call_sid = ANY (ARRAY(SELECT call_sid FROM eligible))),
+    changed AS (
+        SELECT DISTINCT call_sid FROM (
+            (SELECT * FROM wanted EXCEPT SELECT * FROM current)
+            UNION ALL
+            (SELECT * FROM current EXCEPT SELECT * FROM wanted)) AS diff),
+    removed AS (
+        DELETE FROM call_tags ct
+         WHERE ct.call_sid = ANY (ARRAY(SELECT call_sid FROM changed))
+           AND (ct.call_sid, ct.tag_id) NOT IN (SELECT call_sid, tag_id FROM wanted)),
+    added AS (
+        INSERT INTO call_tags (call_sid, tag_id)
+        SELECT call_sid, tag_id FROM wanted
+         WHERE call_sid = ANY (ARRAY(SELECT call_sid FROM changed))
+         ORDER BY 1, 2
+        ON CONFLICT DO NOTHING),
+    touched AS (
+        UPDATE calls c SET updated_at = b.at
+          FROM batch b
+         WHERE c.call_sid = ANY (ARRAY(SELECT call_sid FROM changed))
+           AND c.call_sid = b.call_sid
+           AND NOT (c.call_sid = ANY ($5::text[])))
+    SELECT call_sid FROM changed";
+
+/// The tags of calls this batch inserted: they cannot have any yet.
+const INSERT_CALL_TAGS: &str = "
+    INSERT INTO call_tags (call_sid, tag_id)
+    SELECT * FROM unnest($1::text[], $2::integer[]) AS w(call_sid, tag_id)
+     ORDER BY 1, 2
+    ON CONFLICT DO NOTHING";
+
+pub(in crate::store) async fn upsert_calls(
+    conn: &mut PgConnection,
+    round: &[Row<'_, CallRecord>],
+    tag_ids: &HashMap<String, i32>,
+    outcomes: &mut [Outcome],
+) -> Result<(), sqlx::Error> {
+    let rows = with_times(round);
+    let written = upsert(conn, &UPSERT_CALLS, &rows, |row| {
+        row.try_get::<String, _>(0)
+    })
+    .await?;
+
+    // New calls' tags are plain inserts; calls that were there before need a comparison.
+    let is_new = |c: &CallRecord| written.get(&c.call_sid) == Some(&true);
+    let (mut new_sids, mut new_tags) = (Vec::new(), Vec::new());
+    let (mut old_sids, mut old_ats, mut old_tag_sids, mut old_tags) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for Row {
+        record: c,
+        times: at,
+        ..
+    } in round
+    {
+        if is_new(c) {
+            for name in &c.tags {
+                new_sids.push(c.call_sid.as_str());
+                new_tags.push(tag_ids[name]);
+            }
+        } else {
+            old_sids.push(c.call_sid.as_str());
+            old_ats.push(at.last);
+            for name in &c.tags {
+                old_tag_sids.push(c.call_sid.as_str());
+                old_tags.push(tag_ids[name]);
+            }
+        }
+    }
+    if !new_sids.is_empty() {
+        sqlx::query(INSERT_CALL_TAGS)
+            .bind(&new_sids)
+            .bind(&new_tags)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut tags_changed = HashSet::new();
+    if !old_sids.is_empty() {
+        let written_sids: Vec<&str> = written.keys().map(String::as_str).collect();
+        tags_changed = sqlx::query_scalar::<_, String>(SYNC_CALL_TAGS)
+            .bind(&old_sids)
+            .bind(&old_ats)
+            .bind(&old_tag_sids)
+            .bind(&old_tags)
+            .bind(&written_sids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+    }
+
+    for Row {
+        index, record: c, ..
+    } in round
+    {
+        outcomes[*index] = match written.get(&c.call_sid) {
+            Some(&inserted) => decide(Some(inserted)),
+            None if tags_changed.contains(&c.call_sid) => Outcome::Updated,
+            None => Outcome::Duplicate,
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! `raw_events`: every accepted delivery, before anything else; identical bytes are one row
+//! whose count of deliveries grows.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use sqlx::PgConnection;
+
+use super::super::columns::{self, Column, Columns};
+use super::names;
+use crate::delivery::{Delivery, Times};
+
+/// One distinct body of a batch.
+pub(in crate::store) struct RawRow<'a> {
+    kind: &'static str,
+    sha256: &'a [u8; 32],
+    payload: Option<&'a str>,
+    body: Option<&'a str>,
+    body_bytes: Option<&'a [u8]>,
+    content_type: Option<&'a str>,
+    error: Option<String>,
+    times: Times,
+    deliveries: i32,
+}
+
+/// The columns of `raw_events` the writer sets, named as in the table.
+pub(in crate::store) fn raw_columns<'a>(rows: &'a [RawRow<'a>]) -> Vec<Column<'a>> {
+    Columns::new(rows)
+        .text("kind", |r| Some(r.kind))
+        .bytes("body_sha256", |r| Some(&r.sha256[..]))
+        .jsonb("payload", |r| r.payload.map(Into::into))
+        .text("body", |r| r.body)
+        .bytes("body_bytes", |r| r.body_bytes)
+        .text("content_type", |r| r.content_type)
+        .text("error", |r| r.error.as_deref())
+        .time("received_at", |r| Some(r.times.first))
+        .time("last_received_at", |r| Some(r.times.last))
+        .int("deliveries", |r| Some(r.deliveries))
+        .done()
+}
+
+/// Keeps every delivery in `raw_events`: identical bytes are one row whose count grows.
+pub(in crate::store) fn raw_upsert_sql(param: usize) -> String {
+    let cols = raw_columns(&[]);
+    format!(
+        "INSERT INTO raw_events AS r ({names})
+         {rows}
+         ON CONFLICT (body_sha256) DO UPDATE
+            SET last_received_at = greatest(r.last_received_at, excluded.last_received_at),
+                received_at      = least(r.received_at, excluded.received_at),
+                deliveries       = r.deliveries + excluded.deliveries,
+                kind             = excluded.kind,
+                error            = excluded.error",
+        names = names(&cols, ""),
+        rows = columns::unnest_select(&cols, param),
+    )
+}
+
+static UPSERT_RAW: LazyLock<String> = LazyLock::new(|| raw_upsert_sql(1));
+
+/// One row per distinct body, sorted by digest (the lock order).
+pub(in crate::store) fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
+    let mut by_sha: BTreeMap<[u8; 32], RawRow> = BTreeMap::new();
+    for d in batch {
+        let dec = &d.decoded;
+        let at = d.received;
+        by_sha
+            .entry(dec.sha256)
+            .and_modify(|r| {
+                r.deliveries += 1;
+                r.times.first = r.times.first.min(at.first);
+                r.times.last = r.times.last.max(at.last);
+            })
+            .or_insert_with(|| RawRow {
+                kind: dec.kind().as_str(),
+                sha256: &dec.sha256,
+                payload: dec.payload.as_deref(),
+                body: dec.body.as_deref(),
+                body_bytes: dec.body_bytes.as_deref(),
+                content_type: d.content_type.as_deref(),
+                error: dec.error(),
+                times: at,
+                deliveries: 1,
+            });
+    }
+    by_sha.into_values().collect()
+}
+
+pub(in crate::store) async fn upsert_raw(
+    conn: &mut PgConnection,
+    batch: &[Delivery],
+) -> Result<(), sqlx::Error> {
+    let rows = raw_rows(batch);
+    columns::bind(sqlx::query(&UPSERT_RAW), raw_columns(&rows))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! `tags`: one row per name, never deleted, so that a name's id never changes once committed.
+
+use std::collections::HashMap;
+
+use sqlx::{PgConnection, Row};
+
+/// Tag names and their ids, which never change once committed (tags are never deleted):
+/// after the first few batches, a batch needs no statement for its tags.
+#[derive(Default)]
+pub struct TagCache(std::sync::RwLock<HashMap<String, i32>>);
+
+impl TagCache {
+    /// Bounds the memory a flood of distinct names could take; past it, misses are asked
+    /// of the database each time.
+    const MAX: usize = 10_000;
+
+    pub(in crate::store) async fn ids<'a>(
+        &self,
+        conn: &mut PgConnection,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Result<HashMap<String, i32>, sqlx::Error> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.0.read().expect("the tag cache lock is never poisoned");
+            for name in names {
+                match cache.get(name) {
+                    Some(id) => {
+                        found.insert(name.clone(), *id);
+                    }
+                    None => missing.push(name),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            // Its own statement, committed at once: only committed ids may be cached.
+            let fetched = ensure_tags(conn, missing.into_iter()).await?;
+            let mut cache = self
+                .0
+                .write()
+                .expect("the tag cache lock is never poisoned");
+            for (name, id) in &fetched {
+                if cache.len() < Self::MAX {
+                    cache.insert(name.clone(), *id);
+                }
+            }
+            found.extend(fetched);
+        }
+        Ok(found)
+    }
+}
+
+/// Makes sure every tag name has a row and returns their ids. `DO NOTHING` rather than
+/// `DO UPDATE`: updating would lock the same few popular tag rows in every batch.
+pub(in crate::store) async fn ensure_tags<'a>(
+    conn: &mut PgConnection,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<HashMap<String, i32>, sqlx::Error> {
+    let mut names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    names.sort_unstable();
+    names.dedup();
+    let rows = sqlx::query(
+        "WITH added AS (
+             INSERT INTO tags (name) SELECT n FROM unnest($1::text[]) AS n ORDER BY n
+             ON CONFLICT (name) DO NOTHING
+             RETURNING id, name)
+         SELECT id, name FROM added
+         UNION ALL
+         SELECT id, name FROM tags WHERE name = ANY($1::text[])",
+    )
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids: HashMap<String, i32> = rows
+        .iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("id")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    if ids.len() < names.len() {
+        // A tag another transaction committed after this statement's snapshot was taken:
+        // the insert saw it, the select did not. A new statement sees it.
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !ids.contains_key(*n))
+            .collect();
+        for r in sqlx::query("SELECT id, name FROM tags WHERE name = ANY($1::text[])")
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            ids.insert(r.try_get("name")?, r.try_get("id")?);
+        }
+    }
+    Ok(ids)
+}

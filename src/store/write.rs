@@ -1,0 +1,72 @@
+//! Writing a batch: the plan decides the path. A batch whose keys each come once (the usual
+//! case) is one statement ([`super::batch`]); one with a key twice is applied in rounds, in
+//! one transaction, as if its deliveries had come one after the other.
+
+use sqlx::PgConnection;
+
+use super::batch::{self, NewCallsBet};
+use super::plan::{rounds, BatchPlan, StatusKey};
+use super::tables::call_status::upsert_statuses;
+use super::tables::calls::upsert_calls;
+use super::tables::raw_events::upsert_raw;
+use super::tables::sms::upsert_sms;
+use super::tables::tags::{ensure_tags, TagCache};
+use super::StoreError;
+use crate::delivery::{Delivery, Outcome};
+
+/// What the writer keeps from one batch to the next.
+#[derive(Default)]
+pub struct BatchMemory {
+    pub tags: TagCache,
+    pub bet: NewCallsBet,
+}
+
+/// Archives and writes a batch of deliveries as they arrived, and says, for each in order,
+/// what it did.
+pub async fn write_batch(
+    conn: &mut PgConnection,
+    batch: &[Delivery],
+    memory: &BatchMemory,
+) -> Result<Vec<Outcome>, StoreError> {
+    let (mut plan, copies) = BatchPlan::of_deliveries(batch);
+    let mut outcomes = if plan.has_repeats() {
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        upsert_raw(&mut tx, batch).await?;
+        let outcomes = write_in_rounds(&mut tx, plan).await?;
+        tx.commit().await?;
+        outcomes
+    } else {
+        plan.sort_by_key();
+        batch::write_usual(conn, batch, memory, plan).await?
+    };
+    copies.settle(&mut outcomes);
+    Ok(outcomes)
+}
+
+/// Writes the normalized rows of a plan (not `raw_events`) in rounds, each key once per
+/// round and in batch order, inside the caller's transaction: the path of batches with a key
+/// twice, and of `replay`.
+pub(super) async fn write_in_rounds(
+    conn: &mut PgConnection,
+    plan: BatchPlan<'_>,
+) -> Result<Vec<Outcome>, StoreError> {
+    let BatchPlan {
+        mut outcomes,
+        calls,
+        sms,
+        statuses,
+    } = plan;
+    if !calls.is_empty() {
+        let tag_ids = ensure_tags(conn, calls.iter().flat_map(|r| &r.record.tags)).await?;
+        for round in rounds(&calls, |r| r.record.call_sid.as_str()) {
+            upsert_calls(conn, &round, &tag_ids, &mut outcomes).await?;
+        }
+    }
+    for round in rounds(&sms, |r| r.record.sms_key.as_str()) {
+        upsert_sms(conn, &round, &mut outcomes).await?;
+    }
+    for round in rounds(&statuses, |r| StatusKey::of(r.record)) {
+        upsert_statuses(conn, &round, &mut outcomes).await?;
+    }
+    Ok(outcomes)
+}
