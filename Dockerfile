@@ -7,55 +7,29 @@
 ARG RUST_VERSION=1
 ARG DEBIAN_SUITE=bookworm
 
-# ---------------------------------------------------------------- manifests
-# Only what Cargo needs to resolve and build the dependencies: every Cargo.toml and
-# Cargo.lock of the workspace (the root package and members such as bench/), with
-# placeholder sources for the targets they name. This stage reruns on every change,
-# but its output changes only with the manifests, so the dependency layer below
-# stays cached while only the project's own code changes.
-FROM rust:${RUST_VERSION}-${DEBIAN_SUITE} AS manifests
-SHELL ["/bin/bash", "-eo", "pipefail", "-c"]
-WORKDIR /src
-COPY . .
-RUN set -eu; \
-    mkdir -p /manifests; \
-    find . -path ./target -prune -o \( -name Cargo.toml -o -name Cargo.lock \) -type f -print | \
-    while read -r f; do \
-        d=$(dirname "$f"); \
-        mkdir -p "/manifests/$d"; \
-        cp "$f" "/manifests/$f"; \
-        [ "$(basename "$f")" = Cargo.toml ] || continue; \
-        for p in $(sed -n 's/^[[:space:]]*path[[:space:]]*=[[:space:]]*"\([^"]*\.rs\)".*/\1/p' "$f") \
-                 src/main.rs src/lib.rs $(find "$d/src/bin" -name '*.rs' -printf 'src/bin/%P\n' 2>/dev/null || true); do \
-            [ -e "$d/$p" ] || continue; \
-            mkdir -p "$(dirname "/manifests/$d/$p")"; \
-            case "$p" in \
-                */lib.rs) : > "/manifests/$d/$p" ;; \
-                *) echo 'fn main() {}' > "/manifests/$d/$p" ;; \
-            esac; \
-        done; \
-    done; \
-    find /manifests -type f | sort
-
-# ---------------------------------------------------------------- build
-FROM rust:${RUST_VERSION}-${DEBIAN_SUITE} AS builder
+# ---------------------------------------------------------------- chef
+# cargo-chef (from crates.io) turns the workspace's manifests and lock file into a recipe,
+# then builds the dependencies alone from it: that layer stays cached while only the
+# project's own code changes.
+FROM rust:${RUST_VERSION}-${DEBIAN_SUITE} AS chef
+ARG CARGO_CHEF_VERSION=0.1.78
+RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /build
 ENV CARGO_TERM_COLOR=never \
-    CARGO_INCREMENTAL=0 \
-    SQLX_OFFLINE=true
+    CARGO_INCREMENTAL=0
 
-# 1. The dependencies, built against the placeholders (cached while the manifests
-#    stay the same); then the placeholders go.
-COPY --from=manifests /manifests/ ./
-RUN cargo build --release --locked --bin callhippo-ingest \
-    && find . -path ./target -prune -o -name '*.rs' -type f -exec rm -f {} +
-
-# 2. The project itself (src/, migrations/ embedded at compile time, bench/, …;
-#    .dockerignore keeps target/ and .git out). The sources are touched so that
-#    Cargo never takes the placeholders' artifacts for up to date.
+FROM chef AS planner
 COPY . .
-RUN find . -path ./target -prune -o -type f \( -name '*.rs' -o -name '*.sql' \) -exec touch {} + \
-    && cargo build --release --locked --bin callhippo-ingest \
+RUN cargo chef prepare --recipe-path recipe.json
+
+# ---------------------------------------------------------------- build
+FROM chef AS builder
+COPY --from=planner /build/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json --bin callhippo-ingest
+# The project itself (src/, migrations/ embedded at compile time, bench/, …; .dockerignore
+# keeps target/ and .git out).
+COPY . .
+RUN cargo build --release --locked --bin callhippo-ingest \
     && install -D -m 0755 target/release/callhippo-ingest /out/callhippo-ingest
 
 # ---------------------------------------------------------------- runtime

@@ -36,100 +36,48 @@ fn seconds_buckets() -> Vec<f64> {
     ]
 }
 
+/// Registers a metric built from constant, valid options.
+fn registered<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<T>,
+) -> T {
+    let metric = metric.expect("valid metric");
+    (registry.register(Box::new(metric.clone()))).expect("each metric registered once");
+    metric
+}
+
+fn counters(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    registered(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let events = IntCounterVec::new(
-            Opts::new(
-                "callhippo_events_total",
-                "Webhook deliveries by kind and answer status word.",
-            ),
-            &["kind", "outcome"],
-        )
-        .expect("valid metric");
-        let refused = IntCounterVec::new(
-            Opts::new("callhippo_requests_refused_total", "Requests refused before reading (401 no or wrong token, 413 too large, 400 unreadable body, 404 unknown path, 405 wrong method), by status code."),
-            &["code"],
-        )
-        .expect("valid metric");
-        let warnings = IntCounterVec::new(
-            Opts::new("callhippo_parse_warnings_total", "Payload fields that could not be read (the row was kept with the column NULL), by field."),
-            &["field"],
-        )
-        .expect("valid metric");
-        let request_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "callhippo_request_duration_seconds",
-                "Time to answer a webhook POST, from the request to the answer.",
-            )
-            .buckets(seconds_buckets()),
-        )
-        .expect("valid metric");
-        let db_write_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "callhippo_db_write_duration_seconds",
-                "Time to write one batch to PostgreSQL (one transaction), retries included.",
-            )
-            .buckets(seconds_buckets()),
-        )
-        .expect("valid metric");
-        let batch_size = Histogram::with_opts(
-            HistogramOpts::new("callhippo_db_batch_size", "Events written per transaction.")
-                .buckets(vec![
-                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
-                ]),
-        )
-        .expect("valid metric");
-        let spool_drained = IntCounter::new(
-            "callhippo_spool_drained_total",
-            "Spooled events written to the database after an outage.",
-        )
-        .expect("valid metric");
-        let spool = IntGaugeVec::new(
-            Opts::new(
-                "callhippo_spool_depth",
-                "What waits in the spool for the database: unit=events or unit=bytes.",
-            ),
-            &["unit"],
-        )
-        .expect("valid metric");
-        let last_written_at = IntGaugeVec::new(
-            Opts::new("callhippo_last_event_written_timestamp_seconds", "When an event of this kind was last written to its table (Unix time); 0 before the first."),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let seconds_since_written = IntGaugeVec::new(
-            Opts::new("callhippo_seconds_since_last_event_written", "Seconds since an event of this kind was last written by this process (-1 before the first): alert when a webhook goes silent."),
-            &["kind"],
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(refused.clone()),
-            Box::new(warnings.clone()),
-            Box::new(request_seconds.clone()),
-            Box::new(db_write_seconds.clone()),
-            Box::new(batch_size.clone()),
-            Box::new(spool_drained.clone()),
-            Box::new(spool.clone()),
-            Box::new(last_written_at.clone()),
-            Box::new(seconds_since_written.clone()),
-        ] {
-            registry.register(c).expect("each metric registered once");
-        }
+        let r = &registry;
         Metrics {
-            registry,
-            events,
-            refused,
-            warnings,
-            request_seconds,
-            db_write_seconds,
-            batch_size,
-            spool_drained,
-            spool,
-            last_written_at,
-            seconds_since_written,
+            events: counters(r, "callhippo_events_total", "Webhook deliveries by kind and answer status word.", &["kind", "outcome"]),
+            refused: counters(r, "callhippo_requests_refused_total", "Requests refused before reading (401 no or wrong token, 413 too large, 400 unreadable body, 404 unknown path, 405 wrong method), by status code.", &["code"]),
+            warnings: counters(r, "callhippo_parse_warnings_total", "Payload fields that could not be read (the row was kept with the column NULL), by field.", &["field"]),
+            request_seconds: histogram(r, "callhippo_request_duration_seconds", "Time to answer a webhook POST, from the request to the answer.", seconds_buckets()),
+            db_write_seconds: histogram(r, "callhippo_db_write_duration_seconds", "Time to write one batch to PostgreSQL (one transaction), retries included.", seconds_buckets()),
+            batch_size: histogram(r, "callhippo_db_batch_size", "Events written per transaction.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            spool_drained: registered(r, IntCounter::new("callhippo_spool_drained_total", "Spooled events written to the database after an outage.")),
+            spool: gauges(r, "callhippo_spool_depth", "What waits in the spool for the database: unit=events or unit=bytes.", &["unit"]),
+            last_written_at: gauges(r, "callhippo_last_event_written_timestamp_seconds", "When an event of this kind was last written to its table (Unix time); 0 before the first.", &["kind"]),
+            seconds_since_written: gauges(r, "callhippo_seconds_since_last_event_written", "Seconds since an event of this kind was last written by this process (-1 before the first): alert when a webhook goes silent.", &["kind"]),
             last_written_micros: Default::default(),
+            registry,
         }
     }
 

@@ -17,8 +17,8 @@ pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
 ///
 /// Lines are formatted on the thread that logs and written by a thread of their own, in
 /// batches: `serve` logs a line per request, and a write to stderr for each one cost its
-/// HTTP threads about a tenth of their CPU at 10,000 requests a second (bench). Nothing is
-/// dropped: a logger that gets 16k lines ahead of the writer waits for it.
+/// HTTP threads a noticeable share of their CPU (bench/HISTORY.md). Nothing is dropped: a
+/// logger that gets 16k lines ahead of the writer waits for it.
 pub fn init(format: LogFormat, filter: &str) -> Result<LogGuard, SettingError> {
     init_with_colour(format, filter, colour_wanted())
 }

@@ -23,106 +23,144 @@ mod verify;
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 
-pub struct Args {
-    rest: Vec<String>,
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "The load generator of bench/run and bench/drill."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-impl Args {
-    fn take_value(&mut self, name: &str) -> Result<Option<String>> {
-        if let Some(i) = self.rest.iter().position(|a| a == name) {
-            if i + 1 >= self.rest.len() {
-                bail!("{name} needs a value");
-            }
-            let v = self.rest.remove(i + 1);
-            self.rest.remove(i);
-            return Ok(Some(v));
-        }
-        let prefix = format!("{name}=");
-        if let Some(i) = self.rest.iter().position(|a| a.starts_with(&prefix)) {
-            let v = self.rest.remove(i)[prefix.len()..].to_string();
-            return Ok(Some(v));
-        }
-        Ok(None)
-    }
-    fn flag(&mut self, name: &str) -> bool {
-        if let Some(i) = self.rest.iter().position(|a| a == name) {
-            self.rest.remove(i);
-            true
-        } else {
-            false
-        }
-    }
-    fn num<T: std::str::FromStr>(&mut self, name: &str, default: T) -> Result<T> {
-        match self.take_value(name)? {
-            Some(v) => v
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{name}: not a number: {v}")),
-            None => Ok(default),
-        }
-    }
-    fn finish(self) -> Result<()> {
-        if let Some(a) = self.rest.first() {
-            bail!("unknown argument: {a}");
-        }
-        Ok(())
-    }
+#[derive(Subcommand)]
+enum Cmd {
+    /// Waits until the server answers PATH with 200 (and, with --drained, an empty spool).
+    WaitReady {
+        #[arg(long)]
+        addr: String,
+        /// Seconds to wait at most.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Give up when this process exits.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        #[arg(long)]
+        drained: bool,
+    },
+    /// Sends pre-built webhook bodies over keep-alive connections for a duration.
+    Run {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        conns: u32,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        /// Seconds sent before the measured window, not counted.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Half of the requests repeat an event already sent.
+        #[arg(long)]
+        dup: bool,
+        /// Tokio worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Bodies to build before starting (0: enough for the run).
+        #[arg(long, default_value_t = 0)]
+        prebuild: usize,
+        /// Where to write the key of every acknowledged event.
+        #[arg(long)]
+        keys: Option<String>,
+        /// 8 hex digits that make this run's keys unique (default: from the clock).
+        #[arg(long, value_parser = hex_u32)]
+        run_id: Option<u32>,
+        /// Stop when this file appears.
+        #[arg(long)]
+        stop_file: Option<String>,
+        /// Keep sending after transport errors (the server is being killed).
+        #[arg(long)]
+        keep_going: bool,
+        /// Seconds before a request counts as timed out.
+        #[arg(long)]
+        request_timeout: Option<f64>,
+        /// Requests per second in all (0: as fast as answers come).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+    },
+    /// Checks that every acknowledged key is in the tables.
+    Verify {
+        #[arg(long)]
+        keys: String,
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Also check that each row holds exactly what was sent.
+        #[arg(long)]
+        exact: bool,
+    },
+    /// Sends a few hundred malformed bodies; fails when any gets a 5xx or no answer.
+    Hostile {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 262_144)]
+        max_body_bytes: usize,
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        conns: u32,
+        #[arg(long, default_value_t = 40.0)]
+        timeout: f64,
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+fn hex_u32(raw: &str) -> Result<u32, String> {
+    u32::from_str_radix(raw, 16).map_err(|_| format!("--run-id: 8 hex digits, not {raw:?}"))
 }
 
 fn main() {
-    if let Err(e) = real_main() {
+    if let Err(e) = real_main(Cli::parse()) {
         eprintln!("loadgen: error: {e:#}");
         std::process::exit(2);
     }
 }
 
-fn real_main() -> Result<()> {
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.is_empty() || argv[0] == "-h" || argv[0] == "--help" {
-        println!("{}", USAGE);
-        return Ok(());
-    }
-    let cmd = argv.remove(0);
-    let mut args = Args { rest: argv };
-    match cmd.as_str() {
-        "wait-ready" => {
-            let addr = args.take_value("--addr")?.context("--addr is required")?;
-            let timeout: f64 = args.num("--timeout", 60.0)?;
-            let pid: Option<u32> = match args.take_value("--pid")? {
-                Some(p) => Some(p.parse().context("--pid: a process id")?),
-                None => None,
-            };
-            let path = args
-                .take_value("--path")?
-                .unwrap_or_else(|| "/readyz".into());
-            let drained = args.flag("--drained");
-            args.finish()?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(load::wait_until(
+fn current_thread() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::WaitReady {
+            addr,
+            timeout,
+            pid,
+            path,
+            drained,
+        } => current_thread()?.block_on(load::wait_until(
+            &addr,
+            &path,
+            drained,
+            Duration::from_secs_f64(timeout),
+            pid,
+        )),
+        Cmd::Hostile {
+            addr,
+            max_body_bytes,
+            conns,
+            timeout,
+            verbose,
+        } => {
+            let failures = current_thread()?.block_on(hostile::run(
                 &addr,
-                &path,
-                drained,
-                Duration::from_secs_f64(timeout),
-                pid,
-            ))
-        }
-        "hostile" => {
-            let addr = args.take_value("--addr")?.context("--addr is required")?;
-            let max_body: usize = args.num("--max-body-bytes", 262_144)?;
-            let conns: usize = args.num("--conns", 4)?;
-            let timeout: f64 = args.num("--timeout", 40.0)?;
-            let verbose = args.flag("--verbose");
-            args.finish()?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let failures = rt.block_on(hostile::run(
-                &addr,
-                max_body,
-                conns.clamp(1, 64),
+                max_body_bytes,
+                conns as usize,
                 Duration::from_secs_f64(timeout),
                 verbose,
             ))?;
@@ -131,72 +169,60 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
-        "run" => {
-            let cfg = load::Config {
-                addr: args.take_value("--addr")?.context("--addr is required")?,
-                conns: args.num("--conns", 64)?,
-                duration: Duration::from_secs_f64(args.num("--duration", 20.0)?),
-                warmup: Duration::from_secs_f64(args.num("--warmup", 1.0)?),
-                dup: args.flag("--dup"),
-                prebuild: args.num("--prebuild", 0)?,
-                keys: args.take_value("--keys")?,
-                run_id: match args.take_value("--run-id")? {
-                    Some(v) => u32::from_str_radix(&v, 16).context("--run-id: 8 hex digits")?,
-                    None => {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)?
-                            .as_nanos();
-                        (now as u32) ^ std::process::id().rotate_left(16)
-                    }
-                },
-                stop_file: args.take_value("--stop-file")?,
-                keep_going: args.flag("--keep-going"),
-                request_timeout: match args.take_value("--request-timeout")? {
-                    Some(v) => Some(Duration::from_secs_f64(
-                        v.parse().context("--request-timeout: seconds")?,
-                    )),
-                    None => None,
-                },
-                rate: args.num("--rate", 0.0)?,
+        Cmd::Run {
+            addr,
+            conns,
+            duration,
+            warmup,
+            dup,
+            threads,
+            prebuild,
+            keys,
+            run_id,
+            stop_file,
+            keep_going,
+            request_timeout,
+            rate,
+        } => {
+            let run_id = match run_id {
+                Some(id) => id,
+                None => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .as_nanos();
+                    (now as u32) ^ std::process::id().rotate_left(16)
+                }
             };
-            let threads: usize = args.num("--threads", 1)?;
-            args.finish()?;
-            if cfg.conns == 0 || cfg.conns > 1000 {
-                bail!("--conns must be between 1 and 1000");
-            }
+            let cfg = load::Config {
+                addr,
+                conns: conns as usize,
+                duration: Duration::from_secs_f64(duration),
+                warmup: Duration::from_secs_f64(warmup),
+                dup,
+                prebuild,
+                keys,
+                run_id,
+                stop_file,
+                keep_going,
+                request_timeout: request_timeout.map(Duration::from_secs_f64),
+                rate,
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.max(1))
                 .enable_all()
                 .build()?;
             rt.block_on(load::run(cfg))
         }
-        "verify" => {
-            let keys = args.take_value("--keys")?.context("--keys is required")?;
-            let url = match args.take_value("--database-url")? {
-                Some(u) => u,
-                None => std::env::var("DATABASE_URL")
-                    .context("--database-url or DATABASE_URL is required")?,
-            };
-            let exact = args.flag("--exact");
-            args.finish()?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let v = rt.block_on(verify::verify(&keys, &url, exact))?;
+        Cmd::Verify {
+            keys,
+            database_url,
+            exact,
+        } => {
+            let v = current_thread()?.block_on(verify::verify(&keys, &database_url, exact))?;
             if v.missing > 0 || (exact && v.not_exact > 0) {
                 std::process::exit(1);
             }
             Ok(())
         }
-        other => bail!("unknown command {other:?}\n{USAGE}"),
     }
 }
-
-const USAGE: &str = "\
-usage:
-  loadgen wait-ready --addr HOST:PORT [--timeout S] [--pid PID] [--path /readyz] [--drained]
-  loadgen run --addr HOST:PORT [--conns N] [--duration S] [--warmup S] [--dup]
-              [--threads N] [--prebuild N] [--keys FILE] [--run-id HEX]
-              [--stop-file FILE] [--keep-going] [--request-timeout S] [--rate N]
-  loadgen verify --keys FILE [--database-url URL] [--exact]
-  loadgen hostile --addr HOST:PORT [--max-body-bytes N] [--conns N] [--timeout S] [--verbose]";

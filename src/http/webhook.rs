@@ -80,13 +80,13 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
             .keys()
             .for_each(|f| state.metrics.parse_warning(f));
     }
-    let answer = describe(&delivery.decoded.reading);
+    let answer = provisional_answer(&delivery.decoded.reading);
     let ack = state.ingestor.submit(delivery).await;
-    settle(answer, ack)
+    final_answer(answer, ack)
 }
 
 /// What the answer says of the event itself, before its fate is known.
-fn describe(reading: &Reading) -> Answer {
+fn provisional_answer(reading: &Reading) -> Answer {
     let mut a = Answer::new(200, "stored");
     a.kind = Some(reading.kind());
     match reading {
@@ -110,7 +110,7 @@ fn describe(reading: &Reading) -> Answer {
 }
 
 /// The answer once the writer has said what it did.
-fn settle(mut a: Answer, ack: Ack) -> Answer {
+fn final_answer(mut a: Answer, ack: Ack) -> Answer {
     match ack {
         Ack::Written(outcome) => {
             match outcome {

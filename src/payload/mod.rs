@@ -23,8 +23,8 @@ fn json_in_jsonb_order(v: &Value) -> String {
 
 /// Prints `v` as JSON with each object's keys in jsonb's own order: shorter keys first, then
 /// bytewise. PostgreSQL sorts the keys of every object it reads into jsonb; keys already in
-/// that order cost it one pass instead of a sort (a call's payload read in 4.4 µs instead of
-/// 6.6 here). The stored jsonb is the same whatever the order of the text.
+/// that order cost it one pass instead of a sort (figures in bench/HISTORY.md). The stored
+/// jsonb is the same whatever the order of the text.
 fn print_in_jsonb_order(v: &Value, out: &mut Vec<u8>) {
     const WRITE: &str = "writing JSON to a Vec cannot fail";
     match v {

@@ -7,21 +7,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection};
 
 use super::columns::{self, Column, Data};
-use super::plan::{decide, BatchPlan, StatusKey};
+use super::plan::{outcome_of_change, BatchPlan, StatusKey};
 use super::tables::calls::upsert_calls;
-use super::tables::raw_events::{raw_columns, raw_rows, raw_upsert_sql};
-use super::tables::{list, record_columns, upsert_parts, with_times, TableNames};
+use super::tables::raw_events::{raw_columns, raw_rows};
+use super::tables::{record_columns, with_times};
 use super::write::BatchMemory;
 use super::{StoreError, CONFLICT_RETRIES};
 use crate::delivery::{Delivery, Outcome, Times};
-use crate::event::{CallRecord, CallStatusRecord, SmsRecord};
+use crate::event::CallRecord;
 use crate::retry::retry_with;
 
 /// A row of the batch statement's result.
@@ -91,11 +90,11 @@ pub(super) async fn write_usual(
         .await?;
     let written = run_statement(conn, batch, memory, &plan, &tag_ids).await?;
     for r in &plan.sms {
-        plan.outcomes[r.index] = decide(written.sms.get(&r.record.sms_key).copied());
+        plan.outcomes[r.index] = outcome_of_change(written.sms.get(&r.record.sms_key).copied());
     }
     for r in &plan.statuses {
         let key = StatusKey::of(r.record);
-        plan.outcomes[r.index] = decide(written.statuses.get(&key).copied());
+        plan.outcomes[r.index] = outcome_of_change(written.statuses.get(&key).copied());
     }
     let outcomes = &mut plan.outcomes;
     plan.calls.retain(|r| {
@@ -166,7 +165,7 @@ async fn run_statement(
         with_times(&plan.statuses),
     );
     let query = |bet: bool| {
-        let sql: &'static str = if bet { &BATCH_BETTING } else { &BATCH };
+        let sql = if bet { BATCH_BETTING } else { BATCH };
         let mut query = columns::bind(sqlx::query(sql), raw_columns(&raw));
         let digests = bet.then(|| {
             (plan.calls.iter())
@@ -207,7 +206,7 @@ async fn run_statement(
 ///
 /// An `ON CONFLICT` insert looks its key up before inserting (a second B-tree descent), locks
 /// the speculative insertion, and confirms each row with a second WAL record, for the call
-/// and for each of its tag links: saving that gave about 9 % more events/s in bench/run.
+/// and for each of its tag links: saving that pays (figures in bench/HISTORY.md).
 ///
 /// A new body almost always brings a new call: a call's log is sent once, and a redelivery
 /// repeats its bytes. When it does not (an updated call log, links left behind by a call
@@ -256,22 +255,22 @@ impl NewCallsBet {
     }
 }
 
-/// The one-statement batch (see the module's comment). Its parameters, in order: the raw rows'
-/// columns, the call rows' columns, the calls' tag links (call_sid and tag id arrays), the
-/// SMS rows' columns, the status rows' columns. New calls are inserted (`DO NOTHING`): the
-/// returned ones are new, and get their tags; the others existed and are left to the
-/// transaction that follows.
-static BATCH: LazyLock<String> = LazyLock::new(|| batch_sql(false));
+/// The one-statement batch (see the module's comment): sql/batch.sql. Its parameters, in
+/// order: the raw rows' columns, the call rows' columns, the calls' tag links (call_sid and
+/// tag id arrays), the SMS rows' columns, the status rows' columns. New calls are inserted
+/// (`DO NOTHING`): the returned ones are new, and get their tags; the others existed and are
+/// left to the transaction that follows.
+const BATCH: &str = include_str!("sql/batch.sql");
 
 /// [`BATCH`] that inserts the calls of new bodies (bodies its raw rows inserted) with a
-/// plain `INSERT`, and their links likewise: one more parameter after the call rows' columns,
-/// each call's body digest. It fails, writing nothing, when such a call or link is stored
-/// already. See [`NewCallsBet`].
-static BATCH_BETTING: LazyLock<String> = LazyLock::new(|| batch_sql(true));
+/// plain `INSERT`, and their links likewise (sql/batch_betting.sql): one more parameter
+/// after the call rows' columns, each call's body digest. It fails, writing nothing, when
+/// such a call or link is stored already. See [`NewCallsBet`].
+const BATCH_BETTING: &str = include_str!("sql/batch_betting.sql");
 
 /// The call columns of the batch statement: [`record_columns`], then, when betting
 /// ([`BATCH_BETTING`]), each call's body digest, which tells the calls of new bodies.
-fn batch_call_columns<'a>(
+pub(super) fn batch_call_columns<'a>(
     rows: &'a [(&'a CallRecord, Times)],
     digests: Option<Vec<Option<&'a [u8]>>>,
 ) -> Vec<Column<'a>> {
@@ -283,98 +282,6 @@ fn batch_call_columns<'a>(
         });
     }
     cols
-}
-
-fn batch_sql(new_calls: bool) -> String {
-    let raw_params = raw_columns(&[]).len();
-    let call_cols = batch_call_columns(&[], new_calls.then(Vec::new));
-    let calls_in = format!(
-        "calls_in AS ({})",
-        columns::unnest_select(&call_cols, raw_params + 1)
-    );
-    let links = raw_params + call_cols.len() + 1;
-    let sms = upsert_parts::<SmsRecord>("sms_in", links + 2, true);
-    let status = upsert_parts::<CallStatusRecord>("status_in", links + 2 + sms.params, true);
-    let (call_names, _) = TableNames::of::<CallRecord>();
-    let links_in = format!("unnest(${links}::text[], ${}::integer[])", links + 1);
-    // Without ON CONFLICT, a call or link stored already fails the statement.
-    let (raw_returning, new_only, on_conflict, on_conflict_links) = if new_calls {
-        (
-            "body_sha256, (r.xmax = 0) AS inserted",
-            // A filter, not a join: the calls keep their order (by call_sid, the lock order).
-            "WHERE sha256 = ANY (ARRAY(SELECT body_sha256 FROM raw WHERE inserted))",
-            "",
-            "",
-        )
-    } else {
-        (
-            "1",
-            "",
-            "ON CONFLICT (call_sid) DO NOTHING",
-            "ON CONFLICT DO NOTHING",
-        )
-    };
-    format!(
-        "WITH raw AS ({raw} RETURNING {raw_returning}),
-         {calls_in},
-         calls_new AS (
-             INSERT INTO calls ({all_names}, received_at, updated_at)
-             SELECT {all_names}, first_at, first_at FROM calls_in
-             {new_only}
-             {on_conflict}
-             RETURNING call_sid),
-         -- ON CONFLICT although these calls were inserted by this very statement: links
-         -- left behind by a call deleted by hand (call_tags has no foreign key) must not
-         -- fail it. When betting, they do fail it, and it is written again with upserts.
-         links AS (
-             INSERT INTO call_tags (call_sid, tag_id)
-             SELECT l.call_sid, l.tag_id
-               FROM {links_in} AS l(call_sid, tag_id)
-               JOIN calls_new USING (call_sid)
-              ORDER BY 1, 2
-             {on_conflict_links}
-             RETURNING 1),
-         -- Calls not inserted above (stored already, or of a body stored already when
-         -- betting) and stored exactly so, tags included (as of this statement's
-         -- snapshot): duplicates, settled here without a transaction of their own.
-         -- Materialized, so that the tags are compared only for calls that matched (as
-         -- one query, the planner compared them first, for every call of the batch).
-         calls_match AS MATERIALIZED (
-             SELECT i.call_sid
-               FROM calls t JOIN calls_in i USING (call_sid)
-              -- Index lookups, of the calls that were not just inserted (none, usually).
-              WHERE t.call_sid = ANY (ARRAY(SELECT call_sid FROM calls_in
-                                            EXCEPT SELECT call_sid FROM calls_new))
-                AND ({old_values}) IS NOT DISTINCT FROM ({input_values})),
-         calls_same AS (
-             SELECT m.call_sid FROM calls_match m
-              WHERE ARRAY(SELECT ct.tag_id FROM call_tags ct
-                           WHERE ct.call_sid = m.call_sid ORDER BY 1)
-                  = ARRAY(SELECT l.tag_id FROM {links_in} AS l(call_sid, tag_id)
-                           WHERE l.call_sid = m.call_sid ORDER BY 1)),
-         {sms_in},
-         sms_up AS ({sms_insert}),
-         {status_in},
-         status_up AS ({status_insert})
-         -- The branches run in this order, and so take their row locks table after table
-         -- in the same order as every other write path: no deadlock between them.
-         -- One row per written call, SMS and status; `part` names the branch it comes from.
-         SELECT 'raw' AS part, NULL::text AS key, NULL::text AS status,
-                NULL::timestamptz AS occurred_at, count(*) > 0 AS inserted FROM raw
-         UNION ALL SELECT 'call_inserted', call_sid, NULL, NULL, true FROM calls_new
-         UNION ALL SELECT 'links', NULL, NULL, NULL, count(*) > 0 FROM links
-         UNION ALL SELECT 'call_unchanged', call_sid, NULL, NULL, false FROM calls_same
-         UNION ALL SELECT 'sms', sms_key, NULL, NULL, inserted FROM sms_up
-         UNION ALL SELECT 'status', call_sid, status, occurred_at, inserted FROM status_up",
-        raw = raw_upsert_sql(1),
-        all_names = list(&call_names.all, ""),
-        old_values = list(&call_names.values, "t."),
-        input_values = list(&call_names.values, "i."),
-        sms_in = sms.input,
-        sms_insert = sms.insert,
-        status_in = status.input,
-        status_insert = status.insert,
-    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Rows sent to PostgreSQL column by column: one typed array per column, bound in the binary
 //! format and turned back into rows by `unnest`. PostgreSQL takes binary arrays of text,
 //! integers and times without parsing anything; only a few values go as text to be parsed
-//! once each (jsonb, which must be parsed to be stored; numeric; text arrays). Rows sent as one JSON document, the earlier way, made it parse every
-//! payload three times and print it once: about a third of its CPU per event.
+//! once each (jsonb, which must be parsed to be stored; numeric; text arrays). Rows sent as
+//! one JSON document made it parse every payload three times and print it once (figures in
+//! bench/HISTORY.md).
 
 use std::borrow::Cow;
 
@@ -23,12 +24,17 @@ pub(super) enum Data<'a> {
     /// it once, as it must to store it), numeric (the binary form of a zero drops its scale:
     /// `0.0` would read back as `0`), text[] (PostgreSQL's array literal: an array of arrays
     /// cannot be bound).
-    Cast(Vec<Option<Cow<'a, str>>>, &'static str),
+    Cast(
+        Vec<Option<Cow<'a, str>>>,
+        // The statements' text was made with the cast (store/sql_gen.rs): not read at run time.
+        #[cfg_attr(not(test), allow(dead_code))] &'static str,
+    ),
 }
 
 impl Data<'_> {
     /// The type of the bound array.
-    fn array_type(&self) -> &'static str {
+    #[cfg(test)]
+    pub fn array_type(&self) -> &'static str {
         match self {
             Data::Text(_) | Data::Cast(..) => "text[]",
             Data::Bytes(_) => "bytea[]",
@@ -39,7 +45,8 @@ impl Data<'_> {
     }
 
     /// The cast that turns an element into the column's value, when it is sent as text.
-    fn cast(&self) -> Option<&'static str> {
+    #[cfg(test)]
+    pub fn cast(&self) -> Option<&'static str> {
         match self {
             Data::Cast(_, to) => Some(to),
             _ => None,
@@ -49,6 +56,8 @@ impl Data<'_> {
 
 /// One named column.
 pub(super) struct Column<'a> {
+    /// The name the statements' text was made with (store/sql_gen.rs): not read at run time.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub name: &'static str,
     pub data: Data<'a>,
 }
@@ -137,37 +146,6 @@ impl<'a, T> Columns<'a, T> {
     }
 }
 
-/// `SELECT <columns> FROM (SELECT unnest($first::<type>[]) AS <name>, …) AS x`: the rows of
-/// `cols`, bound from parameter `first` on, with each column of its table's type.
-///
-/// The arrays are unpacked in the select list (a ProjectSet, which streams its rows) rather
-/// than by `unnest(a, b, …)` in FROM, which first copies every row into a tuplestore. The
-/// arrays all have the batch's length, so both read the same rows.
-pub(super) fn unnest_select(cols: &[Column<'_>], first: usize) -> String {
-    let arrays = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            format!(
-                "unnest(${}::{}) AS {}",
-                first + i,
-                c.data.array_type(),
-                c.name
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let values = cols
-        .iter()
-        .map(|c| match c.data.cast() {
-            Some(t) => format!("x.{n}::{t} AS {n}", n = c.name),
-            None => format!("x.{}", c.name),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("SELECT {values} FROM (SELECT {arrays}) AS x")
-}
-
 /// Binds each column's array, in order.
 pub(super) fn bind<'q>(
     mut query: Query<'q, Postgres, PgArguments>,
@@ -230,19 +208,5 @@ mod tests {
             r#"{"a","","NULL","x,y","{b}","say \"hi\"","back\\slash"," sp "}"#
         );
         assert_eq!(array_literal(&[]), "{}");
-    }
-
-    #[test]
-    fn unnest_select_casts_text_sent_columns() {
-        let rows = [(1, "a")];
-        let cols = Columns::new(&rows)
-            .int("n", |r| Some(r.0))
-            .text("s", |r| Some(r.1))
-            .jsonb("j", |_| None)
-            .done();
-        assert_eq!(
-            unnest_select(&cols, 4),
-            "SELECT x.n, x.s, x.j::jsonb AS j FROM (SELECT unnest($4::integer[]) AS n, unnest($5::text[]) AS s, unnest($6::text[]) AS j) AS x"
-        );
     }
 }

@@ -17,6 +17,8 @@ pub mod migrate;
 mod pg_sink;
 mod plan;
 pub mod retention;
+#[cfg(test)]
+mod sql_gen;
 mod tables;
 mod write;
 

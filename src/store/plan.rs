@@ -164,7 +164,7 @@ impl Copies {
 }
 
 /// `Some(true)`: inserted; `Some(false)`: changed; `None`: the row was already so.
-pub(super) fn decide(changed: Option<bool>) -> Outcome {
+pub(super) fn outcome_of_change(changed: Option<bool>) -> Outcome {
     match changed {
         Some(true) => Outcome::Stored,
         Some(false) => Outcome::Updated,

@@ -1,14 +1,12 @@
 //! `call_status`: one row per status notification, unique on (`call_sid`, `status`,
 //! `occurred_at`).
 
-use std::sync::LazyLock;
-
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row as _};
 
 use super::super::columns::Columns;
-use super::super::plan::{decide, Row, StatusKey};
-use super::{upsert, upsert_parts, with_times, RecordTable};
+use super::super::plan::{outcome_of_change, Row, StatusKey};
+use super::{upsert, with_times, RecordTable};
 use crate::delivery::{Outcome, Times};
 use crate::event::{CallStatusRecord, Warnings};
 
@@ -31,8 +29,8 @@ impl RecordTable for CallStatusRecord {
     }
 }
 
-static UPSERT_STATUS: LazyLock<String> =
-    LazyLock::new(|| upsert_parts::<CallStatusRecord>("input", 1, false).standalone());
+/// The upsert of one round of rows (each key once): see sql/call_status_upsert.sql.
+const UPSERT_STATUS: &str = include_str!("../sql/call_status_upsert.sql");
 
 /// Upserts one round of status events (each key once) and records each one's outcome.
 pub(in crate::store) async fn upsert_statuses(
@@ -41,7 +39,7 @@ pub(in crate::store) async fn upsert_statuses(
     outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
     let rows = with_times(round);
-    let changed = upsert(conn, &UPSERT_STATUS, &rows, |row| {
+    let changed = upsert(conn, UPSERT_STATUS, &rows, |row| {
         Ok(StatusKey {
             call_sid: row.try_get(0)?,
             status: row.try_get(1)?,
@@ -50,7 +48,7 @@ pub(in crate::store) async fn upsert_statuses(
     })
     .await?;
     for r in round {
-        outcomes[r.index] = decide(changed.get(&StatusKey::of(r.record)).copied());
+        outcomes[r.index] = outcome_of_change(changed.get(&StatusKey::of(r.record)).copied());
     }
     Ok(())
 }

@@ -2,13 +2,12 @@
 //! those of its newest delivery.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
 
 use sqlx::{PgConnection, Row as _};
 
 use super::super::columns::Columns;
-use super::super::plan::{decide, Row};
-use super::{upsert, upsert_parts, with_times, RecordTable};
+use super::super::plan::{outcome_of_change, Row};
+use super::{upsert, with_times, RecordTable};
 use crate::delivery::{Outcome, Times};
 use crate::event::{CallRecord, Warnings};
 
@@ -47,8 +46,8 @@ impl RecordTable for CallRecord {
     }
 }
 
-pub(in crate::store) static UPSERT_CALLS: LazyLock<String> =
-    LazyLock::new(|| upsert_parts::<CallRecord>("input", 1, false).standalone());
+/// The upsert of one round of rows (each key once): see sql/calls_upsert.sql.
+const UPSERT_CALLS: &str = include_str!("../sql/calls_upsert.sql");
 
 /// Makes `call_tags` of calls that existed before this batch exactly the wanted ones, and
 /// says which calls' tags changed; those the upsert did not already write get `updated_at`
@@ -104,10 +103,7 @@ pub(in crate::store) async fn upsert_calls(
     outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
     let rows = with_times(round);
-    let written = upsert(conn, &UPSERT_CALLS, &rows, |row| {
-        row.try_get::<String, _>(0)
-    })
-    .await?;
+    let written = upsert(conn, UPSERT_CALLS, &rows, |row| row.try_get::<String, _>(0)).await?;
 
     // New calls' tags are plain inserts; calls that were there before need a comparison.
     let is_new = |c: &CallRecord| written.get(&c.call_sid) == Some(&true);
@@ -161,7 +157,7 @@ pub(in crate::store) async fn upsert_calls(
     } in round
     {
         outcomes[*index] = match written.get(&c.call_sid) {
-            Some(&inserted) => decide(Some(inserted)),
+            Some(&inserted) => outcome_of_change(Some(inserted)),
             None if tags_changed.contains(&c.call_sid) => Outcome::Updated,
             None => Outcome::Duplicate,
         };

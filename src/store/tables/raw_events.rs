@@ -2,12 +2,13 @@
 //! whose count of deliveries grows.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use sqlx::PgConnection;
 
 use super::super::columns::{self, Column, Columns};
-use super::names;
+
+/// Keeps every delivery in `raw_events`: identical bytes are one row whose count grows.
+const UPSERT_RAW: &str = include_str!("../sql/raw_events_upsert.sql");
 use crate::delivery::{Delivery, Times};
 
 /// One distinct body of a batch.
@@ -38,25 +39,6 @@ pub(in crate::store) fn raw_columns<'a>(rows: &'a [RawRow<'a>]) -> Vec<Column<'a
         .int("deliveries", |r| Some(r.deliveries))
         .done()
 }
-
-/// Keeps every delivery in `raw_events`: identical bytes are one row whose count grows.
-pub(in crate::store) fn raw_upsert_sql(param: usize) -> String {
-    let cols = raw_columns(&[]);
-    format!(
-        "INSERT INTO raw_events AS r ({names})
-         {rows}
-         ON CONFLICT (body_sha256) DO UPDATE
-            SET last_received_at = greatest(r.last_received_at, excluded.last_received_at),
-                received_at      = least(r.received_at, excluded.received_at),
-                deliveries       = r.deliveries + excluded.deliveries,
-                kind             = excluded.kind,
-                error            = excluded.error",
-        names = names(&cols, ""),
-        rows = columns::unnest_select(&cols, param),
-    )
-}
-
-static UPSERT_RAW: LazyLock<String> = LazyLock::new(|| raw_upsert_sql(1));
 
 /// One row per distinct body, sorted by digest (the lock order).
 pub(in crate::store) fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
@@ -91,7 +73,7 @@ pub(in crate::store) async fn upsert_raw(
     batch: &[Delivery],
 ) -> Result<(), sqlx::Error> {
     let rows = raw_rows(batch);
-    columns::bind(sqlx::query(&UPSERT_RAW), raw_columns(&rows))
+    columns::bind(sqlx::query(UPSERT_RAW), raw_columns(&rows))
         .execute(&mut *conn)
         .await?;
     Ok(())

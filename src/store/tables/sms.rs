@@ -1,12 +1,10 @@
 //! `sms`: one row per message, keyed by `sms_key` (the vendor gives an SMS no id).
 
-use std::sync::LazyLock;
-
 use sqlx::{PgConnection, Row as _};
 
 use super::super::columns::Columns;
-use super::super::plan::{decide, Row};
-use super::{upsert, upsert_parts, with_times, RecordTable};
+use super::super::plan::{outcome_of_change, Row};
+use super::{upsert, with_times, RecordTable};
 use crate::delivery::{Outcome, Times};
 use crate::event::{SmsRecord, Warnings};
 
@@ -31,8 +29,8 @@ impl RecordTable for SmsRecord {
     }
 }
 
-static UPSERT_SMS: LazyLock<String> =
-    LazyLock::new(|| upsert_parts::<SmsRecord>("input", 1, false).standalone());
+/// The upsert of one round of rows (each key once): see sql/sms_upsert.sql.
+const UPSERT_SMS: &str = include_str!("../sql/sms_upsert.sql");
 
 /// Upserts one round of SMS (each key once) and records each one's outcome.
 pub(in crate::store) async fn upsert_sms(
@@ -41,9 +39,9 @@ pub(in crate::store) async fn upsert_sms(
     outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
     let rows = with_times(round);
-    let changed = upsert(conn, &UPSERT_SMS, &rows, |row| row.try_get::<String, _>(0)).await?;
+    let changed = upsert(conn, UPSERT_SMS, &rows, |row| row.try_get::<String, _>(0)).await?;
     for r in round {
-        outcomes[r.index] = decide(changed.get(&r.record.sms_key).copied());
+        outcomes[r.index] = outcome_of_change(changed.get(&r.record.sms_key).copied());
     }
     Ok(())
 }

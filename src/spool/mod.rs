@@ -10,8 +10,8 @@
 //! database through the same path as live events, records how far it got in `<seq>.done`,
 //! and removes a segment once all of it is written.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,10 +19,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-const MAGIC: &[u8; 4] = b"CHS1";
-const HEADER: usize = 12;
+mod appender;
+mod frame;
+mod segments;
+
+use frame::{decode, encode, HEADER};
+use segments::{done_path, open_segment, read_done, scan, segments, Scanned};
 /// A segment is closed once it holds this much, so that draining reads bounded chunks.
-const SEGMENT_BYTES: u64 = 4 << 20;
+pub(super) const SEGMENT_BYTES: u64 = 4 << 20;
 
 /// One spooled delivery: the body exactly as received, so that draining reads it with the
 /// same reader as a live one.
@@ -55,16 +59,16 @@ pub struct Spool {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    dir: PathBuf,
+pub(super) struct Inner {
+    pub dir: PathBuf,
     max_bytes: u64,
     appends: mpsc::Sender<Request>,
     events: AtomicU64,
     bytes: AtomicU64,
-    active_seq: AtomicU64,
+    pub active_seq: AtomicU64,
 }
 
-enum Request {
+pub(super) enum Request {
     Append(Vec<u8>, oneshot::Sender<Result<(), SpoolError>>),
     Rotate(oneshot::Sender<io::Result<()>>),
 }
@@ -126,7 +130,7 @@ impl Spool {
         if events > 0 {
             tracing::info!(events, bytes, dir = %dir.display(), "spool: events found from an earlier run; they will be written");
         }
-        tokio::spawn(appender(inner.clone(), rx, active));
+        tokio::spawn(appender::appender(inner.clone(), rx, active));
         Ok(Spool { inner })
     }
 
@@ -260,201 +264,10 @@ impl Spool {
     }
 }
 
-/// The single writer of the active segment: takes every append waiting, writes them, fsyncs
-/// once, answers them all.
-async fn appender(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>, active: File) {
-    let mut active = Some(active);
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 1024).await > 0 {
-        let mut records = Vec::new();
-        let mut replies = Vec::new();
-        let mut rotations = Vec::new();
-        for req in batch.drain(..) {
-            match req {
-                Request::Append(record, reply) => {
-                    records.push(record);
-                    replies.push(reply);
-                }
-                Request::Rotate(reply) => rotations.push(reply),
-            }
-        }
-        let file = active.take().expect("the active segment");
-        let inner2 = inner.clone();
-        let rotate = !rotations.is_empty();
-        let (file, result) =
-            tokio::task::spawn_blocking(move || append_and_sync(&inner2, file, &records, rotate))
-                .await
-                .expect("the spool writer does not panic");
-        active = Some(file);
-        for reply in replies {
-            let _ = reply.send(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(SpoolError::Io(io::Error::new(e.kind(), e.to_string()))),
-            });
-        }
-        for reply in rotations {
-            let _ = reply.send(
-                result
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| io::Error::new(e.kind(), e.to_string())),
-            );
-        }
-    }
-}
-
-fn append_and_sync(
-    inner: &Inner,
-    mut file: File,
-    records: &[Vec<u8>],
-    rotate: bool,
-) -> (File, io::Result<()>) {
-    let before = file.metadata().map(|m| m.len());
-    let result = (|| {
-        if !records.is_empty() {
-            let mut buf = Vec::with_capacity(records.iter().map(Vec::len).sum());
-            records.iter().for_each(|r| buf.extend_from_slice(r));
-            file.write_all(&buf)?;
-            file.sync_data()?;
-        }
-        Ok(())
-    })();
-    // A group that failed part-way (disk full, an I/O error) was answered as failed: cut its
-    // bytes off, and go on in a new segment, so that no acknowledged record ever follows
-    // garbage (reading stops at the first bad record).
-    let failed = result.is_err();
-    if failed {
-        if let Ok(len) = before {
-            let _ = file.set_len(len).and_then(|_| file.sync_data());
-        }
-    }
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if failed || (size > 0 && (rotate || size >= SEGMENT_BYTES)) {
-        let next = inner.active_seq.load(Ordering::SeqCst) + 1;
-        match open_segment(&inner.dir, next) {
-            Ok(new) => {
-                inner.active_seq.store(next, Ordering::SeqCst);
-                return (new, result);
-            }
-            Err(e) => return (file, result.and(Err(e))),
-        }
-    }
-    (file, result)
-}
-
-fn segment_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("{seq:012}.spool"))
-}
-
-fn done_path(segment: &Path) -> PathBuf {
-    segment.with_extension("done")
-}
-
-fn open_segment(dir: &Path, seq: u64) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(segment_path(dir, seq))?;
-    // The new file's name must survive a crash too.
-    File::open(dir)?.sync_all()?;
-    Ok(file)
-}
-
-/// The segments in `dir`, by sequence number.
-fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut out: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let path = e.path();
-            let seq = path
-                .extension()
-                .filter(|x| *x == "spool")
-                .and(path.file_stem())
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u64>().ok())?;
-            Some((seq, path))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-fn read_done(segment: &Path) -> u64 {
-    fs::read_to_string(done_path(segment))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// What a segment holds.
-struct Scanned {
-    /// The whole records: offset and payload.
-    records: Vec<(u64, Vec<u8>)>,
-    /// The length the whole records cover.
-    good_len: u64,
-    /// The file's length: anything after `good_len` is a torn write.
-    file_len: u64,
-}
-
-fn scan(path: &Path) -> io::Result<Scanned> {
-    let mut file = File::open(path)?;
-    let mut data = Vec::new();
-    file.seek(SeekFrom::Start(0))?;
-    file.read_to_end(&mut data)?;
-    let mut records = Vec::new();
-    let mut pos = 0usize;
-    while data.len() - pos >= HEADER {
-        let header = &data[pos..pos + HEADER];
-        if &header[..4] != MAGIC {
-            break;
-        }
-        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        let Some(payload) = data.get(pos + HEADER..pos + HEADER + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        records.push((pos as u64, payload.to_vec()));
-        pos += HEADER + len;
-    }
-    Ok(Scanned {
-        records,
-        good_len: pos as u64,
-        file_len: data.len() as u64,
-    })
-}
-
-fn encode(event: &SpooledEvent) -> Vec<u8> {
-    let ct = event.content_type.as_deref().unwrap_or("").as_bytes();
-    let ct = &ct[..ct.len().min(u16::MAX as usize)];
-    let mut payload = Vec::with_capacity(10 + ct.len() + event.body.len());
-    payload.extend_from_slice(&event.received_at.timestamp_micros().to_le_bytes());
-    payload.extend_from_slice(&(ct.len() as u16).to_le_bytes());
-    payload.extend_from_slice(ct);
-    payload.extend_from_slice(&event.body);
-    let mut record = Vec::with_capacity(HEADER + payload.len());
-    record.extend_from_slice(MAGIC);
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
-    record
-}
-
-fn decode(payload: &[u8]) -> Option<SpooledEvent> {
-    let micros = i64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
-    let ct_len = u16::from_le_bytes(payload.get(8..10)?.try_into().ok()?) as usize;
-    let ct = std::str::from_utf8(payload.get(10..10 + ct_len)?).ok()?;
-    Some(SpooledEvent {
-        received_at: DateTime::from_timestamp_micros(micros)?,
-        content_type: (!ct.is_empty()).then(|| ct.to_owned()),
-        body: bytes::Bytes::copy_from_slice(payload.get(10 + ct_len..)?),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn event(i: usize) -> SpooledEvent {

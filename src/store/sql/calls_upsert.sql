@@ -1,0 +1,38 @@
+WITH input AS (SELECT x.call_sid, x.call_type, x.from_number, x.to_number, x.dial_code, x.country_name, x.status, x.status_reason, x.duration_seconds, x.ring_seconds, x.billed_minutes, x.call_charge::numeric AS call_charge, x.logged_at, x.started_at, x.ended_at, x.agent_email, x.agent_name, x.admin_email, x.note, x.recording_url, x.answered_device, x.hangup_by, x.call_queue, x.reason, x.dispositions::text[] AS dispositions, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at
+  FROM (SELECT unnest($1::text[]) AS call_sid,
+                unnest($2::text[]) AS call_type,
+                unnest($3::text[]) AS from_number,
+                unnest($4::text[]) AS to_number,
+                unnest($5::text[]) AS dial_code,
+                unnest($6::text[]) AS country_name,
+                unnest($7::text[]) AS status,
+                unnest($8::text[]) AS status_reason,
+                unnest($9::integer[]) AS duration_seconds,
+                unnest($10::integer[]) AS ring_seconds,
+                unnest($11::integer[]) AS billed_minutes,
+                unnest($12::text[]) AS call_charge,
+                unnest($13::timestamptz[]) AS logged_at,
+                unnest($14::timestamptz[]) AS started_at,
+                unnest($15::timestamptz[]) AS ended_at,
+                unnest($16::text[]) AS agent_email,
+                unnest($17::text[]) AS agent_name,
+                unnest($18::text[]) AS admin_email,
+                unnest($19::text[]) AS note,
+                unnest($20::text[]) AS recording_url,
+                unnest($21::text[]) AS answered_device,
+                unnest($22::text[]) AS hangup_by,
+                unnest($23::boolean[]) AS call_queue,
+                unnest($24::text[]) AS reason,
+                unnest($25::text[]) AS dispositions,
+                unnest($26::text[]) AS parse_warnings,
+                unnest($27::timestamptz[]) AS first_at,
+                unnest($28::timestamptz[]) AS last_at) AS x) INSERT INTO calls AS t (call_sid, call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, parse_warnings, received_at, updated_at)
+         SELECT call_sid, call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, parse_warnings, first_at, first_at FROM input
+         ON CONFLICT (call_sid) DO UPDATE
+            SET (call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, parse_warnings, updated_at, received_at) =
+                (excluded.call_type, excluded.from_number, excluded.to_number, excluded.dial_code, excluded.country_name, excluded.status, excluded.status_reason, excluded.duration_seconds, excluded.ring_seconds, excluded.billed_minutes, excluded.call_charge, excluded.logged_at, excluded.started_at, excluded.ended_at, excluded.agent_email, excluded.agent_name, excluded.admin_email, excluded.note, excluded.recording_url, excluded.answered_device, excluded.hangup_by, excluded.call_queue, excluded.reason, excluded.dispositions, excluded.parse_warnings, (SELECT i.last_at FROM input i WHERE i.call_sid = excluded.call_sid LIMIT 1), least(t.received_at, excluded.received_at))
+          WHERE (t.call_type, t.from_number, t.to_number, t.dial_code, t.country_name, t.status, t.status_reason, t.duration_seconds, t.ring_seconds, t.billed_minutes, t.call_charge, t.logged_at, t.started_at, t.ended_at, t.agent_email, t.agent_name, t.admin_email, t.note, t.recording_url, t.answered_device, t.hangup_by, t.call_queue, t.reason, t.dispositions, t.parse_warnings) IS DISTINCT FROM (excluded.call_type, excluded.from_number, excluded.to_number, excluded.dial_code, excluded.country_name, excluded.status, excluded.status_reason, excluded.duration_seconds, excluded.ring_seconds, excluded.billed_minutes, excluded.call_charge, excluded.logged_at, excluded.started_at, excluded.ended_at, excluded.agent_email, excluded.agent_name, excluded.admin_email, excluded.note, excluded.recording_url, excluded.answered_device, excluded.hangup_by, excluded.call_queue, excluded.reason, excluded.dispositions, excluded.parse_warnings)
+            -- A delivery older than the one that last changed the row (one written late,
+            -- from the spool) leaves it alone: the row holds the newest delivery.
+            AND t.updated_at <= (SELECT i.last_at FROM input i WHERE i.call_sid = excluded.call_sid LIMIT 1)
+         RETURNING t.call_sid, (t.xmax = 0) AS inserted
