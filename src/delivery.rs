@@ -96,6 +96,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// What writing a reading does when its row is new: `stored` for a record, and the
+    /// final outcome of the readings that have no table.
+    pub fn of_new(reading: &Reading) -> Outcome {
+        match reading {
+            Reading::Record(_) => Outcome::Stored,
+            Reading::Test => Outcome::Test,
+            Reading::Unknown => Outcome::Archived,
+            Reading::Rejected(_) => Outcome::Rejected,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Stored => "stored",

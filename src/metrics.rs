@@ -69,7 +69,7 @@ impl Metrics {
             events: counters(r, "callhippo_events_total", "Webhook deliveries by kind and answer status word.", &["kind", "outcome"]),
             refused: counters(r, "callhippo_requests_refused_total", "Requests refused before reading (401 no or wrong token, 413 too large, 400 unreadable body, 404 unknown path, 405 wrong method), by status code.", &["code"]),
             warnings: counters(r, "callhippo_parse_warnings_total", "Payload fields that could not be read (the row was kept with the column NULL), by field.", &["field"]),
-            request_seconds: histogram(r, "callhippo_request_duration_seconds", "Time to answer a webhook POST, from the request to the answer.", seconds_buckets()),
+            request_seconds: histogram(r, "callhippo_request_duration_seconds", "Time to answer a request to the webhook path, or one refused before its body was read, from the request to the answer.", seconds_buckets()),
             db_write_seconds: histogram(r, "callhippo_db_write_duration_seconds", "Time to write one batch to PostgreSQL (one transaction), retries included.", seconds_buckets()),
             batch_size: histogram(r, "callhippo_db_batch_size", "Events written per transaction.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
             spool_drained: registered(r, IntCounter::new("callhippo_spool_drained_total", "Spooled events written to the database after an outage.")),

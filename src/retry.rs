@@ -5,6 +5,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// While the database does not answer (migrations waiting for it, the spool waiting to be
+/// drained): a first retry soon, then every few seconds at most.
+pub const WAIT_FOR_DATABASE: Backoff =
+    Backoff::forever(Duration::from_millis(250), Duration::from_secs(5));
+
 /// Delays that double from `first` up to `max`, for `attempts` retries (`None`: for ever).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {

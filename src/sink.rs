@@ -48,6 +48,8 @@ pub enum Script {
     Unavailable,
     /// Fails as a database refusing the batch does.
     Reject,
+    /// Fails as a conflict with a concurrent writer does (a deadlock).
+    Conflict,
     /// Never answers (the caller's timeout decides).
     Hang,
 }
@@ -100,25 +102,19 @@ impl MemorySink {
             Script::Write => {
                 let mut state = self.inner.lock().expect("never poisoned");
                 state.written.extend_from_slice(batch);
-                Ok(batch.iter().map(outcome_of).collect())
+                Ok((batch.iter())
+                    .map(|d| Outcome::of_new(&d.decoded.reading))
+                    .collect())
             }
             Script::Unavailable => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
             Script::Reject => Err(StoreError::Rejected(sqlx::Error::Protocol(
                 "refused by the script".into(),
             ))),
+            Script::Conflict => Err(StoreError::Conflict(sqlx::Error::Protocol(
+                "a conflict of the script".into(),
+            ))),
             Script::Hang => std::future::pending().await,
         }
-    }
-}
-
-/// What a delivery does when it is written to an empty store.
-fn outcome_of(d: &Delivery) -> Outcome {
-    use crate::event::Reading;
-    match d.decoded.reading {
-        Reading::Record(_) => Outcome::Stored,
-        Reading::Test => Outcome::Test,
-        Reading::Unknown => Outcome::Archived,
-        Reading::Rejected(_) => Outcome::Rejected,
     }
 }
 

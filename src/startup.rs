@@ -14,7 +14,7 @@ use crate::config::{ServeSettings, SettingError};
 use crate::http::{self, AppState, Token};
 use crate::ingest::{Ingestor, Workers};
 use crate::metrics::Metrics;
-use crate::retry::{retry, Backoff};
+use crate::retry::{retry, WAIT_FOR_DATABASE};
 use crate::spool::Spool;
 use crate::store::{self, migrate, PgSink};
 use crate::telemetry;
@@ -196,10 +196,9 @@ fn is_unavailable(e: &anyhow::Error) -> bool {
 
 /// Retries the migrations until they are applied, then lets the writers write.
 async fn migrate_when_reachable(db: store::DbSettings, schema_ready: Arc<AtomicBool>) {
-    const WAITING: Backoff = Backoff::forever(Duration::from_millis(250), Duration::from_secs(5));
-    tokio::time::sleep(WAITING.first).await;
+    // The first try comes at once: the one that failed was build's.
     let migrated = retry(
-        WAITING,
+        WAIT_FOR_DATABASE,
         || migrate_once(&db),
         |_| true,
         |e, wait| {

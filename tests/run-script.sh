@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/run-script.sh: scripts/run as a new user runs it, checked from outside.
 #
-# With only LISTEN_ADDR, SPOOL_DIR and CARGO_TARGET_DIR set (and DATABASE_URL naming a
-# database that does not exist yet, on the server of DATABASE_URL or of
+# With LISTEN_ADDR, SPOOL_DIR and CARGO_TARGET_DIR set, and DATABASE_URL naming a database
+# that does not exist yet (on the server of DATABASE_URL, by default
 # postgres://postgres@127.0.0.1:5432), scripts/run must build, create the database, answer
 # /readyz, print a webhook URL that stores a call, write a log without escape codes, and,
 # stopped with SIGTERM while an event waits in the spool, say so in its last line.
@@ -20,17 +20,17 @@ db="callhippo_run_test_$$"
 port=$(( 20000 + RANDOM % 10000 ))
 while port_in_use "$port"; do port=$((port + 1)); done
 pid=''
-db_url=''
+# The server the test asks: the one scripts/run is given (it uses a DATABASE_URL as it is).
+db_url="$(url_with_db "$server_url" "$db")"
 
 admin() { psql "$(url_with_db "$db_url" postgres)" -X -q -t -A -v ON_ERROR_STOP=1 -c "$1" </dev/null; }
 
 cleanup() {
     local rc=$?
     trap - EXIT
-    [[ -z $pid ]] || kill -KILL "$pid" 2>/dev/null || true
-    if [[ -n $db_url ]]; then
-        admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
+    # Its own process group (setsid): cargo, when the build is still running, goes too.
+    [[ -z $pid ]] || kill -KILL -- "-$pid" 2>/dev/null || true
+    admin "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
     # A local cluster scripts/run made for this test is stopped too.
     CALLHIPPO_RUN_DIR="$work/run" scripts/run --stop-db >/dev/null 2>&1 || true
     if [[ $rc -ne 0 ]]; then
@@ -48,7 +48,7 @@ say "scripts/run on 127.0.0.1:$port, database $db (missing), spool and run folde
 LISTEN_ADDR="127.0.0.1:$port" SPOOL_DIR="$work/spool" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
     CALLHIPPO_RUN_DIR="$work/run" CALLHIPPO_NO_DOCKER=1 DATABASE_URL="$(url_with_db "$server_url" "$db")" \
     WEBHOOK_TOKEN='' RUST_LOG=info \
-    scripts/run >"$work/out" 2>"$work/log" </dev/null &
+    setsid scripts/run >"$work/out" 2>"$work/log" </dev/null &
 pid=$!
 
 base="http://127.0.0.1:$port"
@@ -61,9 +61,8 @@ done
 [[ $ready -eq 1 ]] || fail "/readyz did not answer 200"
 say "ready"
 
-# The database scripts/run used (it may have made a local cluster): from its start line.
-db_url=$(sed -n 's/.*(database \(postgres:[^ ,)]*\), spool.*/\1/p' "$work/log" | tail -n 1)
-[[ -n $db_url ]] || fail "scripts/run did not say which database it used"
+grep -q "using PostgreSQL at .*/$db (DATABASE_URL)" "$work/log" \
+    || fail "scripts/run did not use the DATABASE_URL it was given"
 [[ $(admin "SELECT count(*) FROM pg_database WHERE datname = '$db'") == 1 ]] \
     || fail "the database $db was not created"
 
@@ -78,7 +77,7 @@ answer=$(curl -s "$url" -H 'Content-Type: application/json' -d "$(call CA-run-1)
 answer=$(curl -s -o /dev/null -w '%{http_code}' "${url%%\?*}?token=wrong" -d "$(call CA-run-x)")
 [[ $answer == 401 ]] || fail "a wrong token answered $answer"
 [[ $(admin "SELECT 1") == 1 ]]
-stored=$(psql "$(url_with_db "$db_url" "$db")" -X -q -t -A -c "SELECT count(*) FROM calls WHERE call_sid = 'CA-run-1'" </dev/null)
+stored=$(psql "$db_url" -X -q -t -A -c "SELECT count(*) FROM calls WHERE call_sid = 'CA-run-1'" </dev/null)
 [[ $stored == 1 ]] || fail "the call is not in calls ($stored)"
 say "a call posted to the printed URL is stored"
 

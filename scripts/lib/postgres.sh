@@ -44,7 +44,14 @@ pg_answers() {
     elif command -v pg_isready >/dev/null 2>&1; then
         pg_isready -q -t 3 -d "$url"
     else
-        PROBE_ERR='neither psql nor pg_isready is installed'
+        # No client tools: whether something listens is all that can be told. In a subshell,
+        # so that the caller's URL_* stay as they were.
+        local where
+        where=$(parse_url "$url" && printf '%s/%s' "$URL_HOST" "$URL_PORT")
+        if timeout 3 bash -c "exec 3<>/dev/tcp/$where" 2>/dev/null; then
+            return 0
+        fi
+        PROBE_ERR="nothing answers at ${where/\//:} (and neither psql nor pg_isready is installed)"
         return 1
     fi
 }
@@ -91,13 +98,12 @@ start_compose_db() {
     export CALLHIPPO_DB_PORT="$db_port"
     local files=(-f docker-compose.yml -f docker-compose.test.yml)
     say "starting the compose service db with ${COMPOSE[*]} (host port $db_port)"
-    # The file needs a WEBHOOK_TOKEN to resolve, even for the db service alone.
-    export WEBHOOK_TOKEN="${WEBHOOK_TOKEN:-unused-by-the-db-service}"
-    if [[ ${COMPOSE[*]} == 'docker compose' ]]; then
-        "${COMPOSE[@]}" "${files[@]}" up -d --wait db
-    else
-        "${COMPOSE[@]}" "${files[@]}" up -d db
-    fi
+    # The file needs a WEBHOOK_TOKEN to resolve, even for the db service alone: one for
+    # compose only, never exported to what runs after.
+    local wait=()
+    [[ ${COMPOSE[*]} == 'docker compose' ]] && wait=(--wait)
+    WEBHOOK_TOKEN="${WEBHOOK_TOKEN:-unused-by-the-db-service}" \
+        "${COMPOSE[@]}" "${files[@]}" up -d "${wait[@]}" db
     DATABASE_URL="postgres://postgres:postgres@127.0.0.1:${db_port}/callhippo"
     if command -v psql >/dev/null 2>&1 || command -v pg_isready >/dev/null 2>&1; then
         for _ in $(seq 1 60); do
@@ -207,6 +213,9 @@ start_cluster() {
     PG_PORT=''
     for p in "$first" $(seq 55432 55531); do
         port_in_use "$p" && continue
+        # A log of this attempt alone: an older "address in use" must not explain this one.
+        [[ -f $PG_HOME/postgres.log ]] && cat "$PG_HOME/postgres.log" >>"$PG_HOME/postgres.old.log"
+        rm -f "$PG_HOME/postgres.log"
         if pg_run "$PG_BIN/pg_ctl" -D "$data" -l "$PG_HOME/postgres.log" -w -t 60 \
             -o "-h 127.0.0.1 -p $p -c unix_socket_directories='' $options" \
             start >/dev/null 2>&1; then

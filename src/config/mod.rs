@@ -35,6 +35,17 @@ fn address(name: &'static str) -> impl Fn(&str) -> Result<SocketAddr, String> + 
     }
 }
 
+/// Days to keep, or `None`: the empty value, which keeps forever like an unset one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionDays(pub Option<u64>);
+
+fn days_or_forever(raw: &str) -> Result<RetentionDays, String> {
+    if raw.trim().is_empty() {
+        return Ok(RetentionDays(None));
+    }
+    whole("RAW_RETENTION_DAYS", max::RAW_RETENTION_DAYS)(raw).map(|d| RetentionDays(Some(d)))
+}
+
 fn log_format(raw: &str) -> Result<LogFormat, String> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "text" => Ok(LogFormat::Text),
@@ -102,10 +113,10 @@ pub struct ServeArgs {
           value_parser = whole("SPOOL_MAX_BYTES", u64::MAX))]
     pub spool_max_bytes: u64,
 
-    /// Remove raw_events rows last received more than this many days ago (unset: keep forever).
-    #[arg(long, env = "RAW_RETENTION_DAYS",
-          value_parser = whole("RAW_RETENTION_DAYS", max::RAW_RETENTION_DAYS))]
-    pub raw_retention_days: Option<u64>,
+    /// Remove raw_events rows last received more than this many days ago (unset or empty:
+    /// keep forever).
+    #[arg(long, env = "RAW_RETENTION_DAYS", value_parser = days_or_forever)]
+    pub raw_retention_days: Option<RetentionDays>,
 
     /// Database connections in the pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = defaults::DB_POOL_SIZE,
@@ -298,7 +309,9 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes as usize,
             spool_dir: self.spool_dir.clone(),
             spool_max_bytes: self.spool_max_bytes,
-            raw_retention_days: self.raw_retention_days.map(|d| d as u32),
+            raw_retention_days: (self.raw_retention_days)
+                .and_then(|RetentionDays(d)| d)
+                .map(|d| d as u32),
             batch: BatchSettings {
                 batch_max: self.batch_max as usize,
                 workers: self.writers as usize,
@@ -361,6 +374,16 @@ mod tests {
         assert!(value_error(&["migrate", "--log-format", "xml"]).starts_with("LOG_FORMAT"));
         assert!(value_error(&["replay", "--since", "soon"]).starts_with("--since"));
         assert!(value_error(&["replay", "--kind", "fax"]).starts_with("--kind"));
+        assert!(
+            value_error(&["serve", "--raw-retention-days", "x"]).starts_with("RAW_RETENTION_DAYS")
+        );
+        for (given, kept) in [(" ", None), ("90", Some(90))] {
+            let cli = parse(&["serve", "--raw-retention-days", given]).unwrap();
+            let s = serve_args(&cli)
+                .settings("postgres://u@h/db".into())
+                .unwrap();
+            assert_eq!(s.raw_retention_days, kept, "{given:?}");
+        }
         let cli = parse(&["serve", "--webhook-token", " "]).unwrap();
         let e = serve_args(&cli)
             .settings("postgres://u@h/db".into())

@@ -126,7 +126,7 @@ fn final_answer(mut a: Answer, ack: Ack) -> Answer {
         Ack::Rejected(e) => {
             a.code = 422;
             a.status = "rejected";
-            a.error = Some(format!("the event could not be stored: {e}"));
+            a.error = Some(crate::ingest::rejection_message(&e));
             a
         }
         // Durable in the spool. Whether it will be stored, a duplicate or an update is not

@@ -8,13 +8,11 @@ use std::time::Duration;
 use super::worker::Writer;
 use super::Ack;
 use crate::delivery::{Delivery, Source};
-use crate::retry::{retry, Backoff};
+use crate::retry::{retry, WAIT_FOR_DATABASE};
 use crate::spool::Spool;
 
 /// How often an empty spool (or one waiting for the schema) is looked at.
 const IDLE: Duration = Duration::from_millis(100);
-/// While the database is away: waits between tries of the same events.
-const WAITING: Backoff = Backoff::forever(Duration::from_millis(250), Duration::from_secs(5));
 /// After a spool folder error (listing, reading): the wait before looking again.
 const AFTER_SPOOL_ERROR: Duration = Duration::from_secs(5);
 
@@ -67,7 +65,7 @@ async fn drain_segment(
             })
             .collect();
         let written = retry(
-            WAITING,
+            WAIT_FOR_DATABASE,
             || async {
                 let acks = w.write_timed(&deliveries).await;
                 match acks.iter().find_map(unavailable) {

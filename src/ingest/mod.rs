@@ -40,6 +40,11 @@ pub enum Ack {
     Unavailable(Unavailable),
 }
 
+/// What the answer and the archive say of an event the database would not take.
+pub fn rejection_message(e: &StoreError) -> String {
+    format!("the event could not be stored: {e}")
+}
+
 /// Why an event could be neither written nor spooled.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Unavailable {

@@ -129,3 +129,33 @@ async fn events_spooled_while_the_sink_is_unavailable_are_drained_once_it_answer
     workers.join().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A conflict with a concurrent writer is tried again at once, each try within the time
+/// allowed; the request hears only the final outcome.
+#[tokio::test(start_paused = true)]
+async fn conflicts_are_tried_again_each_within_the_time_allowed() {
+    let sink = MemorySink::scripted([Script::Conflict, Script::Conflict]);
+    let writer = worker::Writer {
+        sink: Arc::new(sink.clone()),
+        timeout: Duration::from_secs(1),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let acks = writer.write_timed(&[call(1)]).await;
+    assert!(
+        matches!(acks[..], [Ack::Written(Outcome::Stored)]),
+        "{acks:?}"
+    );
+    assert_eq!(sink.batches(), [1, 1, 1]);
+
+    // A try that never answers is a database away, not a conflict: no more tries.
+    let sink = MemorySink::scripted([Script::Hang]);
+    let writer = worker::Writer {
+        sink: Arc::new(sink.clone()),
+        ..writer
+    };
+    let started = tokio::time::Instant::now();
+    let acks = writer.write_timed(&[call(1)]).await;
+    assert!(matches!(acks[..], [Ack::Unavailable(_)]), "{acks:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(sink.batches(), [1]);
+}

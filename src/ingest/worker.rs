@@ -10,8 +10,9 @@ use super::batcher::Queue;
 use super::{Ack, Unavailable};
 use crate::delivery::{Delivery, Outcome, Source};
 use crate::metrics::Metrics;
+use crate::retry::retry;
 use crate::sink::Sink;
-use crate::store::StoreError;
+use crate::store::{StoreError, CONFLICT_RETRIES};
 
 /// What writing a batch needs.
 #[derive(Clone)]
@@ -100,21 +101,35 @@ impl Writer {
         }
     }
 
-    /// The sink's write, bounded in time: `statement_timeout` does not help against a
-    /// database that does not answer at all (a hung host, a cut network). If the commit did
-    /// happen, the spooled copy will be a duplicate.
+    /// The sink's write, each try bounded in time, conflicts with a concurrent writer tried
+    /// again. `statement_timeout` does not help against a database that does not answer at
+    /// all (a hung host, a cut network). If the commit did happen, the spooled copy will be
+    /// a duplicate.
     async fn sink_write(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
-        tokio::time::timeout(self.timeout, self.sink.write(batch))
-            .await
-            .unwrap_or(Err(StoreError::TimedOut(self.timeout)))
+        self.retrying_conflicts(|| self.sink.write(batch)).await
+    }
+
+    async fn retrying_conflicts<T, F>(&self, attempt: impl Fn() -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        retry(
+            CONFLICT_RETRIES,
+            || async {
+                tokio::time::timeout(self.timeout, attempt())
+                    .await
+                    .unwrap_or(Err(StoreError::TimedOut(self.timeout)))
+            },
+            StoreError::is_conflict,
+            |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
+        )
+        .await
     }
 
     /// Keeps an event the database would not take in the archive, with the error.
     async fn keep_rejected(&self, delivery: &Delivery, e: StoreError) -> Ack {
-        let message = format!("the event could not be stored: {e}");
-        let kept = tokio::time::timeout(self.timeout, self.sink.keep_rejected(delivery, &message))
-            .await
-            .unwrap_or(Err(StoreError::TimedOut(self.timeout)));
+        let message = super::rejection_message(&e);
+        let kept = (self.retrying_conflicts(|| self.sink.keep_rejected(delivery, &message))).await;
         match kept {
             Ok(()) => Ack::Rejected(Arc::new(e)),
             Err(e2) if e2.is_unavailable() => Ack::Unavailable(Unavailable::Database(Arc::new(e2))),

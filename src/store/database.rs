@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 
+use super::error::sqlstate;
 use crate::config::SettingError;
 
 /// Where `DATABASE_URL` points, for messages: `database "callhippo" at 127.0.0.1:5432 as
@@ -34,13 +35,6 @@ pub fn reason(e: &sqlx::Error) -> String {
         sqlx::Error::Io(io) => io.to_string(),
         sqlx::Error::PoolTimedOut => "no answer in time".to_owned(),
         other => other.to_string(),
-    }
-}
-
-fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    match e {
-        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-        _ => None,
     }
 }
 
@@ -121,17 +115,26 @@ async fn create(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<()
     }
     let Some(mut admin) = admin else {
         let e = last_error.expect("tried at least once");
-        return Err(setting_error(opts, &e)
-            .unwrap_or_else(|| {
-                SettingError(format!(
-                    "DATABASE_URL: {} does not exist, and it could not be created: {}; \
-                     create it (createdb {name:?}) or point DATABASE_URL at one that exists",
-                    describe(opts),
-                    reason(&e)
-                ))
-            })
-            .into());
+        if let Some(setting) = setting_error(opts, &e) {
+            return Err(setting.into());
+        }
+        return Err(ConnectError {
+            message: format!(
+                "{} does not exist, and the server's postgres database, to create it from, \
+                 did not answer: {}",
+                describe(opts),
+                reason(&e)
+            ),
+            unavailable: super::is_unavailable(&e),
+        }
+        .into());
     };
+    // Creating a database copies its template and waits for a checkpoint: longer, on a
+    // busy server, than the service's statement timeout.
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut admin)
+        .await
+        .map_err(|e| unreachable(opts, e))?;
     // An identifier cannot be bound: it is quoted instead.
     let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
     match sqlx::query(&statement).execute(&mut admin).await {
@@ -141,7 +144,8 @@ async fn create(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<()
         }
         // duplicate_database, or the catalogue's unique index: created meanwhile.
         Err(e) if matches!(sqlstate(&e).as_deref(), Some("42P04" | "23505")) => Ok(()),
-        Err(e) => Err(SettingError(format!(
+        // insufficient_privilege: a setting to fix.
+        Err(e) if sqlstate(&e).as_deref() == Some("42501") => Err(SettingError(format!(
             "DATABASE_URL: {} does not exist, and the user may not create it ({}); \
              create it as a superuser (CREATE DATABASE {:?} OWNER {:?}) or grant the user CREATEDB",
             describe(opts),
@@ -149,6 +153,11 @@ async fn create(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<()
             name,
             opts.get_username()
         ))
+        .into()),
+        Err(e) => Err(ConnectError {
+            message: format!("{}: could not be created: {}", describe(opts), reason(&e)),
+            unavailable: super::is_unavailable(&e),
+        }
         .into()),
     }
 }

@@ -58,7 +58,8 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-fn sqlstate(e: &sqlx::Error) -> Option<String> {
+/// The SQLSTATE of a database error.
+pub(super) fn sqlstate(e: &sqlx::Error) -> Option<String> {
     match e {
         sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
         _ => None,

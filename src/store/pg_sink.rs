@@ -1,5 +1,6 @@
-//! PostgreSQL as a [`Sink`]: batches written on the connection that wrote last, conflicts
-//! with concurrent writers retried, `replay`'s re-derivation, rejected events archived.
+//! PostgreSQL as a [`Sink`]: batches written on the connection that wrote last, `replay`'s
+//! re-derivation, rejected events archived. A conflict with a concurrent writer is an error
+//! the caller tries again (`StoreError::is_conflict`).
 
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -11,10 +12,9 @@ use sqlx::{PgPool, Postgres};
 use super::connections::{Kept, KEPT_IDLE_MAX};
 use super::plan::BatchPlan;
 use super::write::{write_batch, write_in_rounds, BatchMemory};
-use super::{StoreError, CONFLICT_RETRIES};
+use super::StoreError;
 use crate::delivery::{Delivery, Outcome, Source};
 use crate::event::{Reading, Rejection};
-use crate::retry::retry;
 use crate::sink::Sink;
 
 pub struct PgSink {
@@ -75,16 +75,6 @@ impl PgSink {
         result
     }
 
-    async fn write_retrying(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
-        retry(
-            CONFLICT_RETRIES,
-            || self.write_once(batch),
-            StoreError::is_conflict,
-            |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
-        )
-        .await
-    }
-
     /// `replay`: the rows of archived deliveries, and their archived kind and error, in one
     /// transaction.
     async fn rederive_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
@@ -130,19 +120,14 @@ impl Sink for PgSink {
         &'a self,
         batch: &'a [Delivery],
     ) -> BoxFuture<'a, Result<Vec<Outcome>, StoreError>> {
-        Box::pin(self.write_retrying(batch))
+        Box::pin(self.write_once(batch))
     }
 
     fn rederive<'a>(
         &'a self,
         batch: &'a [Delivery],
     ) -> BoxFuture<'a, Result<Vec<Outcome>, StoreError>> {
-        Box::pin(retry(
-            CONFLICT_RETRIES,
-            || self.rederive_once(batch),
-            StoreError::is_conflict,
-            |e, _| tracing::debug!(error = %e, "replay: conflict with a concurrent writer; retrying"),
-        ))
+        Box::pin(self.rederive_once(batch))
     }
 
     fn keep_rejected<'a>(
@@ -160,10 +145,6 @@ impl Sink for PgSink {
         if kept.decoded.payload.take().is_some() && kept.decoded.body.is_none() {
             kept.decoded.body = Some(crate::payload::body_text(&delivery.body));
         }
-        Box::pin(async move {
-            self.write_retrying(std::slice::from_ref(&kept))
-                .await
-                .map(drop)
-        })
+        Box::pin(async move { self.write_once(std::slice::from_ref(&kept)).await.map(drop) })
     }
 }

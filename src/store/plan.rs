@@ -67,35 +67,26 @@ impl<'a> BatchPlan<'a> {
                 plan.outcomes.push(Outcome::Duplicate);
                 continue;
             };
-            plan.outcomes.push(match reading {
-                Reading::Record(Record::Call(record)) => {
-                    plan.calls.push(Row {
-                        index,
-                        record,
-                        times,
-                    });
-                    Outcome::Stored // decided when written
-                }
-                Reading::Record(Record::Sms(record)) => {
-                    plan.sms.push(Row {
-                        index,
-                        record,
-                        times,
-                    });
-                    Outcome::Stored
-                }
-                Reading::Record(Record::CallStatus(record)) => {
-                    plan.statuses.push(Row {
-                        index,
-                        record,
-                        times,
-                    });
-                    Outcome::Stored
-                }
-                Reading::Test => Outcome::Test,
-                Reading::Unknown => Outcome::Archived,
-                Reading::Rejected(_) => Outcome::Rejected,
-            });
+            // A record's outcome is decided when it is written.
+            plan.outcomes.push(Outcome::of_new(reading));
+            match reading {
+                Reading::Record(Record::Call(record)) => plan.calls.push(Row {
+                    index,
+                    record,
+                    times,
+                }),
+                Reading::Record(Record::Sms(record)) => plan.sms.push(Row {
+                    index,
+                    record,
+                    times,
+                }),
+                Reading::Record(Record::CallStatus(record)) => plan.statuses.push(Row {
+                    index,
+                    record,
+                    times,
+                }),
+                Reading::Test | Reading::Unknown | Reading::Rejected(_) => {}
+            }
         }
         plan
     }

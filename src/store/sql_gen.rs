@@ -162,20 +162,11 @@ impl UpsertSql {
     }
 }
 
-fn batch_sql(new_calls: bool) -> String {
-    let raw_params = raw_columns(&[]).len();
-    let call_cols = batch_call_columns(&[], new_calls.then(Vec::new));
-    let calls_in = format!(
-        "calls_in AS ({})",
-        unnest_select(&call_cols, raw_params + 1)
-    );
-    let links = raw_params + call_cols.len() + 1;
-    let sms = upsert_parts::<SmsRecord>("sms_in", links + 2, true);
-    let status = upsert_parts::<CallStatusRecord>("status_in", links + 2 + sms.params, true);
-    let (call_names, _) = TableNames::of::<CallRecord>();
-    let links_in = format!("unnest(${links}::text[], ${}::integer[])", links + 1);
-    // Without ON CONFLICT, a call or link stored already fails the statement.
-    let (raw_returning, new_only, on_conflict, on_conflict_links) = if new_calls {
+/// What betting on new calls changes in the batch statement: the raw rows say which bodies
+/// are new, only their calls are inserted, and without ON CONFLICT (a call or link stored
+/// already fails the statement).
+fn bet_clauses(new_calls: bool) -> (&'static str, &'static str, &'static str, &'static str) {
+    if new_calls {
         (
             "body_sha256, (r.xmax = 0) AS inserted",
             // A filter, not a join: the calls keep their order (by call_sid, the lock order).
@@ -190,7 +181,22 @@ fn batch_sql(new_calls: bool) -> String {
             "ON CONFLICT (call_sid) DO NOTHING",
             "ON CONFLICT DO NOTHING",
         )
-    };
+    }
+}
+
+fn batch_sql(new_calls: bool) -> String {
+    let raw_params = raw_columns(&[]).len();
+    let call_cols = batch_call_columns(&[], new_calls.then(Vec::new));
+    let calls_in = format!(
+        "calls_in AS ({})",
+        unnest_select(&call_cols, raw_params + 1)
+    );
+    let links = raw_params + call_cols.len() + 1;
+    let sms = upsert_parts::<SmsRecord>("sms_in", links + 2, true);
+    let status = upsert_parts::<CallStatusRecord>("status_in", links + 2 + sms.params, true);
+    let (call_names, _) = TableNames::of::<CallRecord>();
+    let links_in = format!("unnest(${links}::text[], ${}::integer[])", links + 1);
+    let (raw_returning, new_only, on_conflict, on_conflict_links) = bet_clauses(new_calls);
     format!(
         "WITH raw AS ({raw} RETURNING {raw_returning}),
          {calls_in},
