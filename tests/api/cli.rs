@@ -23,6 +23,16 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+async fn assert_schema_is_current(db: &TestDb) {
+    let pool = db.pool().await;
+    let v: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM refinery_schema_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(v, Some(callhippo_ingest::store::migrate::latest_version()));
+    pool.close().await;
+}
+
 #[test]
 fn missing_or_bad_settings_stop_with_one_line_naming_them() {
     for (args, env, setting) in [
@@ -74,13 +84,7 @@ async fn migrate_command_applies_and_is_idempotent() {
         );
         assert_eq!(code, 0, "{stderr}");
     }
-    let pool = db.pool().await;
-    let v: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM refinery_schema_history")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(v, Some(callhippo_ingest::store::migrate::latest_version()));
-    pool.close().await;
+    assert_schema_is_current(&db).await;
 }
 
 #[tokio::test]
@@ -95,13 +99,7 @@ async fn migrate_creates_the_database_when_it_is_missing() {
         stderr.contains("created the database named in DATABASE_URL"),
         "{stderr}"
     );
-    let pool = db.pool().await;
-    let v: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM refinery_schema_history")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(v, Some(callhippo_ingest::store::migrate::latest_version()));
-    pool.close().await;
+    assert_schema_is_current(&db).await;
 }
 
 /// What waiting will not cure is a setting: exit 2, one line naming the server, the

@@ -119,6 +119,22 @@ async fn wait_drained(client: &reqwest::Client, base: &str) {
     );
 }
 
+/// Starts `serve` again on the same spool and waits until it has drained it; the server
+/// (stopped when dropped) and a pool on the test's database.
+async fn restart_and_drain(
+    client: &reqwest::Client,
+    url: &str,
+    spool: &std::path::Path,
+    db: &TestDb,
+) -> (Served, sqlx::PgPool) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = serve_process(url, port, spool);
+    wait_ready(client, &base).await;
+    wait_drained(client, &base).await;
+    (server, db.pool().await)
+}
+
 /// Every acknowledged call is in `calls` exactly once (the primary key makes "once" a given;
 /// what is checked is that none is missing).
 async fn assert_all_stored(pool: &sqlx::PgPool, acked: &[String]) {
@@ -270,12 +286,7 @@ async fn sigkill_during_an_outage_loses_nothing_acknowledged() {
     );
 
     proxy.restore();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = serve_process(&url, port, &spool);
-    wait_ready(&client, &base).await;
-    wait_drained(&client, &base).await;
-    let pool = db.pool().await;
+    let (_server, pool) = restart_and_drain(&client, &url, &spool, &db).await;
     assert_all_stored(&pool, &acked).await;
     pool.close().await;
     let _ = std::fs::remove_dir_all(spool);
@@ -359,12 +370,7 @@ async fn sigterm_with_an_event_in_the_spool_says_so() {
     );
 
     proxy.restore();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = serve_process(&url, port, &spool);
-    wait_ready(&client, &base).await;
-    wait_drained(&client, &base).await;
-    let pool = db.pool().await;
+    let (_server, pool) = restart_and_drain(&client, &url, &spool, &db).await;
     assert_all_stored(&pool, &["CA-left".to_owned()]).await;
     pool.close().await;
     let _ = std::fs::remove_dir_all(&spool);
