@@ -87,6 +87,11 @@ pub struct CallRecord {
     pub call_queue: Option<bool>,
     pub reason: Option<String>,
     pub dispositions: Option<Vec<String>>,
+    /// `extraParams` of newer payloads.
+    pub agent_id: Option<String>,
+    pub campaign_id: Option<String>,
+    pub crm_unique_id: Option<String>,
+    pub virtual_number: Option<String>,
     /// Trimmed, non-empty, first spelling of each name kept, in payload order.
     #[serde(skip)]
     pub tags: Vec<String>,

@@ -48,6 +48,11 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "reason",
     "tags",
     "dispositions",
+    "extraParams",
+    "extraParams.agentId",
+    "extraParams.campaignId",
+    "extraParams.crmUniqueId",
+    "extraParams.virtualNumber",
     "content",
     "smsType",
     "smsCharge",
@@ -158,6 +163,10 @@ fn read_call(f: &mut Fields) -> Result<CallRecord, Rejection> {
         call_queue: f.boolean("callQueue"),
         reason: f.text("reason"),
         dispositions: f.list("dispositions", Repeats::Keep),
+        agent_id: f.inner_text("extraParams", "agentId"),
+        campaign_id: f.inner_text("extraParams", "campaignId"),
+        crm_unique_id: f.inner_text("extraParams", "crmUniqueId"),
+        virtual_number: f.inner_text("extraParams", "virtualNumber"),
         // A call has a tag once (call_tags' key): repeats are dropped.
         tags: f.tag_names(),
         warnings: std::mem::take(&mut f.warnings),
@@ -278,6 +287,35 @@ impl<'a> Fields<'a> {
         match self.get(name) {
             Some(_) => self.text(name),
             None => self.text(fallback),
+        }
+    }
+
+    /// A field of an object field (`extraParams.agentId`), read as text; warnings name it
+    /// with its path.
+    fn inner_text(&mut self, object: &str, name: &str) -> Option<String> {
+        let inner = match self.get(object)? {
+            Value::Object(inner) => inner,
+            other => {
+                self.warn(
+                    object,
+                    format!("expected an object, got {}", describe(other)),
+                );
+                return None;
+            }
+        };
+        match inner.get(name)? {
+            Value::Null => None,
+            v => match scalar_text(v).filter(|s| !s.is_empty()) {
+                Some(s) => Some(s),
+                None if matches!(v, Value::String(_)) => None,
+                None => {
+                    self.warn(
+                        &format!("{object}.{name}"),
+                        format!("expected text, got {}", describe(v)),
+                    );
+                    None
+                }
+            },
         }
     }
 

@@ -601,3 +601,41 @@ fn values_postgresql_could_not_index_or_store() {
     let r = rejected(&with(VENDOR_SMS, "time", json!("0000-01-01T00:00:00Z")));
     assert_eq!(r.field.as_deref(), Some("time"));
 }
+
+#[test]
+fn extra_params_of_newer_payloads_fill_their_columns() {
+    let extra = json!({"agentId": "61a0f3c2e4b0", "campaignId": 4211, "crmUniqueId": " lead-77 ",
+                       "virtualNumber": "+18885550199", "somethingNew": true});
+    let c = call(&with(NEWER_CALL, "extraParams", extra));
+    assert_eq!(c.agent_id.as_deref(), Some("61a0f3c2e4b0"));
+    assert_eq!(
+        c.campaign_id.as_deref(),
+        Some("4211"),
+        "a number becomes its text"
+    );
+    assert_eq!(c.crm_unique_id.as_deref(), Some("lead-77"));
+    assert_eq!(c.virtual_number.as_deref(), Some("+18885550199"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let c = call(&with(
+        NEWER_CALL,
+        "extraParams",
+        json!({"agentId": "", "campaignId": null}),
+    ));
+    assert_eq!((c.agent_id, c.campaign_id), (None, None));
+
+    let c = call(&with(NEWER_CALL, "extraParams", json!({"agentId": ["a"]})));
+    assert_eq!(c.agent_id, None);
+    assert_eq!(
+        c.warnings["extraParams.agentId"],
+        "expected text, got an array"
+    );
+
+    let c = call(&with(NEWER_CALL, "extraParams", json!("agent-1")));
+    assert_eq!(c.agent_id, None);
+    assert_eq!(
+        c.warnings["extraParams"],
+        "expected an object, got a string"
+    );
+    assert_eq!(call(NEWER_CALL).virtual_number, None, "absent: NULL");
+}

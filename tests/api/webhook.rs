@@ -754,3 +754,40 @@ async fn an_event_the_database_refuses_is_kept_raw_with_the_error() {
     );
     assert_eq!(app.count("calls").await, 0);
 }
+
+/// `extraParams` of newer call payloads land in their columns and in `call_history`; rows
+/// say where they came from; `replay` rebuilds them from `raw_events`.
+#[tokio::test]
+async fn extra_params_are_stored_and_rebuilt_by_replay() {
+    let app = spawn_app().await;
+    let extra = json!({"agentId": "61a0f3c2e4b0", "campaignId": "c-9", "crmUniqueId": "lead-77",
+                       "virtualNumber": "+18885550199"});
+    let (code, answer) = app.post(with(NEWER_CALL, "extraParams", extra)).await;
+    assert_eq!((code, answer["status"].as_str()), (200, Some("stored")));
+    let row = json!({"agent_id": "61a0f3c2e4b0", "campaign_id": "c-9", "crm_unique_id": "lead-77",
+                     "virtual_number": "+18885550199", "source": "webhook", "api_id": null,
+                     "answered_at": null});
+    let select = "SELECT agent_id, campaign_id, crm_unique_id, virtual_number, source, api_id, \
+                  answered_at FROM call_history";
+    assert_eq!(app.row(select).await, row);
+    assert_eq!(
+        app.row("SELECT source FROM raw_events").await["source"],
+        "webhook"
+    );
+
+    sqlx::query("UPDATE calls SET agent_id = NULL, virtual_number = NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let out = bin()
+        .arg("replay")
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.row(select).await, row);
+}

@@ -16,7 +16,7 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
                 deliveries       = r.deliveries + excluded.deliveries,
                 kind             = excluded.kind,
                 error            = excluded.error RETURNING body_sha256, (r.xmax = 0) AS inserted),
-         calls_in AS (SELECT x.call_sid, x.call_type, x.from_number, x.to_number, x.dial_code, x.country_name, x.status, x.status_reason, x.duration_seconds, x.ring_seconds, x.billed_minutes, x.call_charge::numeric AS call_charge, x.logged_at, x.started_at, x.ended_at, x.agent_email, x.agent_name, x.admin_email, x.note, x.recording_url, x.answered_device, x.hangup_by, x.call_queue, x.reason, x.dispositions::text[] AS dispositions, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at, x.sha256
+         calls_in AS (SELECT x.call_sid, x.call_type, x.from_number, x.to_number, x.dial_code, x.country_name, x.status, x.status_reason, x.duration_seconds, x.ring_seconds, x.billed_minutes, x.call_charge::numeric AS call_charge, x.logged_at, x.started_at, x.ended_at, x.agent_email, x.agent_name, x.admin_email, x.note, x.recording_url, x.answered_device, x.hangup_by, x.call_queue, x.reason, x.dispositions::text[] AS dispositions, x.agent_id, x.campaign_id, x.crm_unique_id, x.virtual_number, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at, x.sha256
   FROM (SELECT unnest($11::text[]) AS call_sid,
                 unnest($12::text[]) AS call_type,
                 unnest($13::text[]) AS from_number,
@@ -42,13 +42,17 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
                 unnest($33::boolean[]) AS call_queue,
                 unnest($34::text[]) AS reason,
                 unnest($35::text[]) AS dispositions,
-                unnest($36::text[]) AS parse_warnings,
-                unnest($37::timestamptz[]) AS first_at,
-                unnest($38::timestamptz[]) AS last_at,
-                unnest($39::bytea[]) AS sha256) AS x),
+                unnest($36::text[]) AS agent_id,
+                unnest($37::text[]) AS campaign_id,
+                unnest($38::text[]) AS crm_unique_id,
+                unnest($39::text[]) AS virtual_number,
+                unnest($40::text[]) AS parse_warnings,
+                unnest($41::timestamptz[]) AS first_at,
+                unnest($42::timestamptz[]) AS last_at,
+                unnest($43::bytea[]) AS sha256) AS x),
          calls_new AS (
-             INSERT INTO calls (call_sid, call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, parse_warnings, received_at, updated_at)
-             SELECT call_sid, call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, parse_warnings, first_at, first_at FROM calls_in
+             INSERT INTO calls (call_sid, call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, agent_id, campaign_id, crm_unique_id, virtual_number, parse_warnings, received_at, updated_at)
+             SELECT call_sid, call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, agent_id, campaign_id, crm_unique_id, virtual_number, parse_warnings, first_at, first_at FROM calls_in
              WHERE sha256 = ANY (ARRAY(SELECT body_sha256 FROM raw WHERE inserted))
              
              RETURNING call_sid),
@@ -58,7 +62,7 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
          links AS (
              INSERT INTO call_tags (call_sid, tag_id)
              SELECT l.call_sid, l.tag_id
-               FROM unnest($40::text[], $41::integer[]) AS l(call_sid, tag_id)
+               FROM unnest($44::text[], $45::integer[]) AS l(call_sid, tag_id)
                JOIN calls_new USING (call_sid)
               ORDER BY 1, 2
              
@@ -74,28 +78,28 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
               -- Index lookups, of the calls that were not just inserted (none, usually).
               WHERE t.call_sid = ANY (ARRAY(SELECT call_sid FROM calls_in
                                             EXCEPT SELECT call_sid FROM calls_new))
-                AND (t.call_type, t.from_number, t.to_number, t.dial_code, t.country_name, t.status, t.status_reason, t.duration_seconds, t.ring_seconds, t.billed_minutes, t.call_charge, t.logged_at, t.started_at, t.ended_at, t.agent_email, t.agent_name, t.admin_email, t.note, t.recording_url, t.answered_device, t.hangup_by, t.call_queue, t.reason, t.dispositions, t.parse_warnings) IS NOT DISTINCT FROM (i.call_type, i.from_number, i.to_number, i.dial_code, i.country_name, i.status, i.status_reason, i.duration_seconds, i.ring_seconds, i.billed_minutes, i.call_charge, i.logged_at, i.started_at, i.ended_at, i.agent_email, i.agent_name, i.admin_email, i.note, i.recording_url, i.answered_device, i.hangup_by, i.call_queue, i.reason, i.dispositions, i.parse_warnings)),
+                AND (t.call_type, t.from_number, t.to_number, t.dial_code, t.country_name, t.status, t.status_reason, t.duration_seconds, t.ring_seconds, t.billed_minutes, t.call_charge, t.logged_at, t.started_at, t.ended_at, t.agent_email, t.agent_name, t.admin_email, t.note, t.recording_url, t.answered_device, t.hangup_by, t.call_queue, t.reason, t.dispositions, t.agent_id, t.campaign_id, t.crm_unique_id, t.virtual_number, t.parse_warnings) IS NOT DISTINCT FROM (i.call_type, i.from_number, i.to_number, i.dial_code, i.country_name, i.status, i.status_reason, i.duration_seconds, i.ring_seconds, i.billed_minutes, i.call_charge, i.logged_at, i.started_at, i.ended_at, i.agent_email, i.agent_name, i.admin_email, i.note, i.recording_url, i.answered_device, i.hangup_by, i.call_queue, i.reason, i.dispositions, i.agent_id, i.campaign_id, i.crm_unique_id, i.virtual_number, i.parse_warnings)),
          calls_same AS (
              SELECT m.call_sid FROM calls_match m
               WHERE ARRAY(SELECT ct.tag_id FROM call_tags ct
                            WHERE ct.call_sid = m.call_sid ORDER BY 1)
-                  = ARRAY(SELECT l.tag_id FROM unnest($40::text[], $41::integer[]) AS l(call_sid, tag_id)
+                  = ARRAY(SELECT l.tag_id FROM unnest($44::text[], $45::integer[]) AS l(call_sid, tag_id)
                            WHERE l.call_sid = m.call_sid ORDER BY 1)),
          sms_in AS (SELECT x.sms_key, x.sms_type, x.from_number, x.to_number, x.status, x.content, x.logged_at, x.sms_charge::numeric AS sms_charge, x.agent_email, x.agent_name, x.admin_email, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at
-  FROM (SELECT unnest($42::text[]) AS sms_key,
-                unnest($43::text[]) AS sms_type,
-                unnest($44::text[]) AS from_number,
-                unnest($45::text[]) AS to_number,
-                unnest($46::text[]) AS status,
-                unnest($47::text[]) AS content,
-                unnest($48::timestamptz[]) AS logged_at,
-                unnest($49::text[]) AS sms_charge,
-                unnest($50::text[]) AS agent_email,
-                unnest($51::text[]) AS agent_name,
-                unnest($52::text[]) AS admin_email,
-                unnest($53::text[]) AS parse_warnings,
-                unnest($54::timestamptz[]) AS first_at,
-                unnest($55::timestamptz[]) AS last_at) AS x),
+  FROM (SELECT unnest($46::text[]) AS sms_key,
+                unnest($47::text[]) AS sms_type,
+                unnest($48::text[]) AS from_number,
+                unnest($49::text[]) AS to_number,
+                unnest($50::text[]) AS status,
+                unnest($51::text[]) AS content,
+                unnest($52::timestamptz[]) AS logged_at,
+                unnest($53::text[]) AS sms_charge,
+                unnest($54::text[]) AS agent_email,
+                unnest($55::text[]) AS agent_name,
+                unnest($56::text[]) AS admin_email,
+                unnest($57::text[]) AS parse_warnings,
+                unnest($58::timestamptz[]) AS first_at,
+                unnest($59::timestamptz[]) AS last_at) AS x),
          sms_up AS (INSERT INTO sms AS t (sms_key, sms_type, from_number, to_number, status, content, logged_at, sms_charge, agent_email, agent_name, admin_email, parse_warnings, received_at, updated_at)
          SELECT sms_key, sms_type, from_number, to_number, status, content, logged_at, sms_charge, agent_email, agent_name, admin_email, parse_warnings, first_at, first_at FROM sms_in
          ON CONFLICT (sms_key) DO UPDATE
@@ -107,18 +111,18 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
             AND t.updated_at <= excluded.updated_at
          RETURNING t.sms_key, (t.xmax = 0) AS inserted),
          status_in AS (SELECT x.call_sid, x.status, x.occurred_at, x.call_type, x.from_number, x.to_number, x.agent_email, x.agent_id, x.dial_code, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at
-  FROM (SELECT unnest($56::text[]) AS call_sid,
-                unnest($57::text[]) AS status,
-                unnest($58::timestamptz[]) AS occurred_at,
-                unnest($59::text[]) AS call_type,
-                unnest($60::text[]) AS from_number,
-                unnest($61::text[]) AS to_number,
-                unnest($62::text[]) AS agent_email,
-                unnest($63::text[]) AS agent_id,
-                unnest($64::text[]) AS dial_code,
-                unnest($65::text[]) AS parse_warnings,
-                unnest($66::timestamptz[]) AS first_at,
-                unnest($67::timestamptz[]) AS last_at) AS x),
+  FROM (SELECT unnest($60::text[]) AS call_sid,
+                unnest($61::text[]) AS status,
+                unnest($62::timestamptz[]) AS occurred_at,
+                unnest($63::text[]) AS call_type,
+                unnest($64::text[]) AS from_number,
+                unnest($65::text[]) AS to_number,
+                unnest($66::text[]) AS agent_email,
+                unnest($67::text[]) AS agent_id,
+                unnest($68::text[]) AS dial_code,
+                unnest($69::text[]) AS parse_warnings,
+                unnest($70::timestamptz[]) AS first_at,
+                unnest($71::timestamptz[]) AS last_at) AS x),
          status_up AS (INSERT INTO call_status AS t (call_sid, status, occurred_at, call_type, from_number, to_number, agent_email, agent_id, dial_code, parse_warnings, received_at, updated_at)
          SELECT call_sid, status, occurred_at, call_type, from_number, to_number, agent_email, agent_id, dial_code, parse_warnings, first_at, first_at FROM status_in
          ON CONFLICT (call_sid, status, occurred_at) DO UPDATE

@@ -40,6 +40,10 @@ impl RecordTable for CallRecord {
             .boolean("call_queue", |(r, _)| r.call_queue)
             .text("reason", |(r, _)| r.reason.as_deref())
             .text_array("dispositions", |(r, _)| r.dispositions.as_deref())
+            .text("agent_id", |(r, _)| r.agent_id.as_deref())
+            .text("campaign_id", |(r, _)| r.campaign_id.as_deref())
+            .text("crm_unique_id", |(r, _)| r.crm_unique_id.as_deref())
+            .text("virtual_number", |(r, _)| r.virtual_number.as_deref())
     }
     fn warnings(&self) -> &Warnings {
         &self.warnings
