@@ -92,6 +92,10 @@ pub struct CallRecord {
     pub campaign_id: Option<String>,
     pub crm_unique_id: Option<String>,
     pub virtual_number: Option<String>,
+    /// When the call was answered: CallHippo's API gives it, webhooks do not.
+    pub answered_at: Option<DateTime<Utc>>,
+    /// CallHippo's record id in its API (`_id`).
+    pub api_id: Option<String>,
     /// Trimmed, non-empty, first spelling of each name kept, in payload order.
     #[serde(skip)]
     pub tags: Vec<String>,

@@ -2,8 +2,10 @@
 //! [`Reading`](crate::event::Reading) (what the normalized tables get). Pure: no I/O, no clock, no SQL, so that
 //! every rule is a plain unit test, and `replay` reads stored bodies exactly as live ones.
 
+pub mod api;
 pub mod fields;
 mod reader;
+mod record_fields;
 mod sanitize;
 
 use serde_json::{Map, Value};
