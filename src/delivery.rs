@@ -18,6 +18,8 @@ pub enum Source {
     Spool,
     /// Read again from `raw_events` by `replay`: the archived row's id.
     Replay { raw_id: i64 },
+    /// A record read from CallHippo's API (backfill, reconciliation).
+    Api,
 }
 
 /// How a record meets the row of its key when there is one.
@@ -26,12 +28,24 @@ pub enum MergeRule {
     /// The row holds the newest delivery's values: a delivery older than the one that last
     /// changed the row leaves it alone (see docs/reference.md §5).
     NewestDelivery,
+    /// The record only fills the row's empty columns: a row the webhooks wrote keeps every
+    /// value it has, and one the API wrote first is completed by its webhook later.
+    FillEmpty,
 }
 
 impl Source {
+    /// As `raw_events.source` (and the tables' `source`) says it.
+    pub fn archived_as(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Webhook | Source::Spool | Source::Replay { .. } => "webhook",
+        }
+    }
+
     pub fn merge_rule(self) -> MergeRule {
         match self {
             Source::Webhook | Source::Spool | Source::Replay { .. } => MergeRule::NewestDelivery,
+            Source::Api => MergeRule::FillEmpty,
         }
     }
 }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::fields::{parse_decimal, parse_duration, parse_time, parse_whole, quote};
 use super::record_fields::{Fields, Repeats};
 use super::{describe, json_in_jsonb_order};
-use crate::delivery::Decoded;
+use crate::delivery::{Decoded, Delivery, Source, Times};
 use crate::event::{CallRecord, Kind, Reading, Record, Rejection};
 
 /// Reads one record of the activity feed. Its payload for the archive is the record's JSON
@@ -39,6 +39,18 @@ pub fn decode_call(record: &Value, zone: Tz) -> Decoded {
         body: None,
         body_bytes: None,
         reading,
+    }
+}
+
+/// A record of the activity feed as a delivery to write (its body: the archived JSON).
+pub fn call_delivery(record: &Value, zone: Tz, read_at: DateTime<Utc>) -> Delivery {
+    let decoded = decode_call(record, zone);
+    Delivery {
+        body: bytes::Bytes::from(decoded.payload.clone().unwrap_or_default()),
+        decoded,
+        content_type: None,
+        received: Times::at(read_at),
+        source: Source::Api,
     }
 }
 

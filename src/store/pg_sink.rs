@@ -11,9 +11,9 @@ use sqlx::{PgPool, Postgres};
 
 use super::connections::{Kept, KEPT_IDLE_MAX};
 use super::plan::BatchPlan;
-use super::write::{write_batch, write_in_rounds, BatchMemory};
+use super::write::{write_batch, write_filling, write_in_rounds, BatchMemory};
 use super::StoreError;
-use crate::delivery::{Delivery, Outcome, Source};
+use crate::delivery::{Delivery, MergeRule, Outcome, Source};
 use crate::event::{Reading, Rejection};
 use crate::sink::Sink;
 
@@ -65,10 +65,27 @@ impl PgSink {
     }
 
     /// Writes a batch on the connection that wrote last, keeping it for the next when it
-    /// succeeded.
+    /// succeeded. Each delivery meets its row by its source's merge rule.
     async fn write_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
+        let filling = |d: &Delivery| d.source.merge_rule() == MergeRule::FillEmpty;
+        if batch.iter().any(filling) && !batch.iter().all(filling) {
+            // Sources are not mixed in one batch by any caller; were they, each part alone.
+            let (fill, newest): (Vec<usize>, Vec<usize>) =
+                (0..batch.len()).partition(|&i| filling(&batch[i]));
+            let mut outcomes = vec![Outcome::Duplicate; batch.len()];
+            for part in [fill, newest] {
+                let deliveries: Vec<Delivery> = part.iter().map(|&i| batch[i].clone()).collect();
+                let written = Box::pin(self.write_once(&deliveries)).await?;
+                part.iter().zip(written).for_each(|(&i, o)| outcomes[i] = o);
+            }
+            return Ok(outcomes);
+        }
         let (mut conn, since) = self.connection().await?;
-        let result = write_batch(&mut conn, batch, &self.memory).await;
+        let result = if batch.iter().all(filling) && !batch.is_empty() {
+            write_filling(&mut conn, batch).await
+        } else {
+            write_batch(&mut conn, batch, &self.memory).await
+        };
         if result.is_ok() {
             self.kept.keep(conn, since, self.others_served());
         }

@@ -5,6 +5,7 @@
 
 use super::batch::batch_call_columns;
 use super::columns::{Column, Columns};
+use super::tables::calls::api_call_columns;
 use super::tables::raw_events::raw_columns;
 use super::tables::{record_columns, RecordTable};
 use crate::event::{CallRecord, CallStatusRecord, SmsRecord};
@@ -260,6 +261,42 @@ fn batch_sql(new_calls: bool) -> String {
     )
 }
 
+/// Calls read from CallHippo's API (`FillEmpty`): a new call is inserted as the API's, with
+/// `updated_at` at the call's end (so that its webhook, received after the call, still
+/// completes it); a stored one only gains what it lacks, `parse_warnings` left as they are.
+fn fill_calls_sql() -> String {
+    let cols = api_call_columns(&[]);
+    let (n, _) = TableNames::of::<CallRecord>();
+    let mut fill: Vec<&str> = n
+        .values
+        .iter()
+        .copied()
+        .filter(|c| *c != "parse_warnings")
+        .collect();
+    fill.extend(["answered_at", "api_id"]);
+    let coalesced = (fill.iter())
+        .map(|c| format!("COALESCE(t.{c}, excluded.{c})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let something_to_fill = (fill.iter())
+        .map(|c| format!("(t.{c} IS NULL AND excluded.{c} IS NOT NULL)"))
+        .collect::<Vec<_>>()
+        .join("\n             OR ");
+    format!(
+        "WITH input AS ({rows})
+         INSERT INTO calls AS t ({all}, answered_at, api_id, source, received_at, updated_at)
+         SELECT {all}, answered_at, api_id, 'api', first_at, COALESCE(ended_at, started_at, first_at)
+           FROM input
+         ON CONFLICT (call_sid) DO UPDATE
+            SET ({fill_names}) = ({coalesced})
+          WHERE {something_to_fill}
+         RETURNING t.call_sid, (t.xmax = 0) AS inserted",
+        rows = unnest_select(&cols, 1),
+        all = list(&n.all, ""),
+        fill_names = list(&fill, ""),
+    )
+}
+
 /// Every statement file, with what its table's column list makes of it.
 fn statements() -> Vec<(&'static str, String)> {
     vec![
@@ -276,6 +313,7 @@ fn statements() -> Vec<(&'static str, String)> {
             "call_status_upsert.sql",
             upsert_parts::<CallStatusRecord>("input", 1, false).standalone(),
         ),
+        ("calls_fill.sql", fill_calls_sql()),
         ("batch.sql", batch_sql(false)),
         ("batch_betting.sql", batch_sql(true)),
     ]

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use super::batch::{self, NewCallsBet};
 use super::plan::{rounds, BatchPlan, StatusKey};
 use super::tables::call_status::upsert_statuses;
-use super::tables::calls::upsert_calls;
+use super::tables::calls::{fill_calls, upsert_calls};
 use super::tables::raw_events::upsert_raw;
 use super::tables::sms::upsert_sms;
 use super::tables::tags::{ensure_tags, TagCache};
@@ -39,6 +39,34 @@ pub async fn write_batch(
         plan.sort_by_key();
         batch::write_usual(conn, batch, memory, plan).await?
     };
+    copies.settle(&mut outcomes);
+    Ok(outcomes)
+}
+
+/// Archives and writes records read from CallHippo's API, which only fill what the tables
+/// lack (`MergeRule::FillEmpty`), in one transaction.
+pub async fn write_filling(
+    conn: &mut PgConnection,
+    batch: &[Delivery],
+) -> Result<Vec<Outcome>, StoreError> {
+    let (plan, copies) = BatchPlan::of_deliveries(batch);
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    upsert_raw(&mut tx, batch).await?;
+    let BatchPlan {
+        mut outcomes,
+        calls,
+        sms,
+        statuses,
+    } = plan;
+    if !calls.is_empty() {
+        let tag_ids = ensure_tags(&mut tx, calls.iter().flat_map(|r| &r.record.tags)).await?;
+        for round in rounds(&calls, |r| r.record.call_sid.as_str()) {
+            fill_calls(&mut tx, &round, &tag_ids, &mut outcomes).await?;
+        }
+    }
+    // The API's SMS and status events have no reader yet: none reach here.
+    debug_assert!(sms.is_empty() && statuses.is_empty());
+    tx.commit().await?;
     copies.settle(&mut outcomes);
     Ok(outcomes)
 }

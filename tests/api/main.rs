@@ -1,6 +1,7 @@
 //! Integration tests: the real server, through real HTTP, against real PostgreSQL.
 //! One binary; modules are named after what they exercise.
 
+mod backfill;
 mod cli;
 mod helpers;
 mod idempotency;

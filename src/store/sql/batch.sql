@@ -1,5 +1,5 @@
-WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body_bytes, content_type, error, received_at, last_received_at, deliveries)
-         SELECT x.kind, x.body_sha256, x.payload::jsonb AS payload, x.body, x.body_bytes, x.content_type, x.error, x.received_at, x.last_received_at, x.deliveries
+WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body_bytes, content_type, error, received_at, last_received_at, deliveries, source)
+         SELECT x.kind, x.body_sha256, x.payload::jsonb AS payload, x.body, x.body_bytes, x.content_type, x.error, x.received_at, x.last_received_at, x.deliveries, x.source
   FROM (SELECT unnest($1::text[]) AS kind,
                 unnest($2::bytea[]) AS body_sha256,
                 unnest($3::text[]) AS payload,
@@ -9,7 +9,8 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
                 unnest($7::text[]) AS error,
                 unnest($8::timestamptz[]) AS received_at,
                 unnest($9::timestamptz[]) AS last_received_at,
-                unnest($10::integer[]) AS deliveries) AS x
+                unnest($10::integer[]) AS deliveries,
+                unnest($11::text[]) AS source) AS x
          ON CONFLICT (body_sha256) DO UPDATE
             SET last_received_at = greatest(r.last_received_at, excluded.last_received_at),
                 received_at      = least(r.received_at, excluded.received_at),
@@ -17,38 +18,38 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
                 kind             = excluded.kind,
                 error            = excluded.error RETURNING 1),
          calls_in AS (SELECT x.call_sid, x.call_type, x.from_number, x.to_number, x.dial_code, x.country_name, x.status, x.status_reason, x.duration_seconds, x.ring_seconds, x.billed_minutes, x.call_charge::numeric AS call_charge, x.logged_at, x.started_at, x.ended_at, x.agent_email, x.agent_name, x.admin_email, x.note, x.recording_url, x.answered_device, x.hangup_by, x.call_queue, x.reason, x.dispositions::text[] AS dispositions, x.agent_id, x.campaign_id, x.crm_unique_id, x.virtual_number, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at
-  FROM (SELECT unnest($11::text[]) AS call_sid,
-                unnest($12::text[]) AS call_type,
-                unnest($13::text[]) AS from_number,
-                unnest($14::text[]) AS to_number,
-                unnest($15::text[]) AS dial_code,
-                unnest($16::text[]) AS country_name,
-                unnest($17::text[]) AS status,
-                unnest($18::text[]) AS status_reason,
-                unnest($19::integer[]) AS duration_seconds,
-                unnest($20::integer[]) AS ring_seconds,
-                unnest($21::integer[]) AS billed_minutes,
-                unnest($22::text[]) AS call_charge,
-                unnest($23::timestamptz[]) AS logged_at,
-                unnest($24::timestamptz[]) AS started_at,
-                unnest($25::timestamptz[]) AS ended_at,
-                unnest($26::text[]) AS agent_email,
-                unnest($27::text[]) AS agent_name,
-                unnest($28::text[]) AS admin_email,
-                unnest($29::text[]) AS note,
-                unnest($30::text[]) AS recording_url,
-                unnest($31::text[]) AS answered_device,
-                unnest($32::text[]) AS hangup_by,
-                unnest($33::boolean[]) AS call_queue,
-                unnest($34::text[]) AS reason,
-                unnest($35::text[]) AS dispositions,
-                unnest($36::text[]) AS agent_id,
-                unnest($37::text[]) AS campaign_id,
-                unnest($38::text[]) AS crm_unique_id,
-                unnest($39::text[]) AS virtual_number,
-                unnest($40::text[]) AS parse_warnings,
-                unnest($41::timestamptz[]) AS first_at,
-                unnest($42::timestamptz[]) AS last_at) AS x),
+  FROM (SELECT unnest($12::text[]) AS call_sid,
+                unnest($13::text[]) AS call_type,
+                unnest($14::text[]) AS from_number,
+                unnest($15::text[]) AS to_number,
+                unnest($16::text[]) AS dial_code,
+                unnest($17::text[]) AS country_name,
+                unnest($18::text[]) AS status,
+                unnest($19::text[]) AS status_reason,
+                unnest($20::integer[]) AS duration_seconds,
+                unnest($21::integer[]) AS ring_seconds,
+                unnest($22::integer[]) AS billed_minutes,
+                unnest($23::text[]) AS call_charge,
+                unnest($24::timestamptz[]) AS logged_at,
+                unnest($25::timestamptz[]) AS started_at,
+                unnest($26::timestamptz[]) AS ended_at,
+                unnest($27::text[]) AS agent_email,
+                unnest($28::text[]) AS agent_name,
+                unnest($29::text[]) AS admin_email,
+                unnest($30::text[]) AS note,
+                unnest($31::text[]) AS recording_url,
+                unnest($32::text[]) AS answered_device,
+                unnest($33::text[]) AS hangup_by,
+                unnest($34::boolean[]) AS call_queue,
+                unnest($35::text[]) AS reason,
+                unnest($36::text[]) AS dispositions,
+                unnest($37::text[]) AS agent_id,
+                unnest($38::text[]) AS campaign_id,
+                unnest($39::text[]) AS crm_unique_id,
+                unnest($40::text[]) AS virtual_number,
+                unnest($41::text[]) AS parse_warnings,
+                unnest($42::timestamptz[]) AS first_at,
+                unnest($43::timestamptz[]) AS last_at) AS x),
          calls_new AS (
              INSERT INTO calls (call_sid, call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, agent_id, campaign_id, crm_unique_id, virtual_number, parse_warnings, received_at, updated_at)
              SELECT call_sid, call_type, from_number, to_number, dial_code, country_name, status, status_reason, duration_seconds, ring_seconds, billed_minutes, call_charge, logged_at, started_at, ended_at, agent_email, agent_name, admin_email, note, recording_url, answered_device, hangup_by, call_queue, reason, dispositions, agent_id, campaign_id, crm_unique_id, virtual_number, parse_warnings, first_at, first_at FROM calls_in
@@ -61,7 +62,7 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
          links AS (
              INSERT INTO call_tags (call_sid, tag_id)
              SELECT l.call_sid, l.tag_id
-               FROM unnest($43::text[], $44::integer[]) AS l(call_sid, tag_id)
+               FROM unnest($44::text[], $45::integer[]) AS l(call_sid, tag_id)
                JOIN calls_new USING (call_sid)
               ORDER BY 1, 2
              ON CONFLICT DO NOTHING
@@ -82,23 +83,23 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
              SELECT m.call_sid FROM calls_match m
               WHERE ARRAY(SELECT ct.tag_id FROM call_tags ct
                            WHERE ct.call_sid = m.call_sid ORDER BY 1)
-                  = ARRAY(SELECT l.tag_id FROM unnest($43::text[], $44::integer[]) AS l(call_sid, tag_id)
+                  = ARRAY(SELECT l.tag_id FROM unnest($44::text[], $45::integer[]) AS l(call_sid, tag_id)
                            WHERE l.call_sid = m.call_sid ORDER BY 1)),
          sms_in AS (SELECT x.sms_key, x.sms_type, x.from_number, x.to_number, x.status, x.content, x.logged_at, x.sms_charge::numeric AS sms_charge, x.agent_email, x.agent_name, x.admin_email, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at
-  FROM (SELECT unnest($45::text[]) AS sms_key,
-                unnest($46::text[]) AS sms_type,
-                unnest($47::text[]) AS from_number,
-                unnest($48::text[]) AS to_number,
-                unnest($49::text[]) AS status,
-                unnest($50::text[]) AS content,
-                unnest($51::timestamptz[]) AS logged_at,
-                unnest($52::text[]) AS sms_charge,
-                unnest($53::text[]) AS agent_email,
-                unnest($54::text[]) AS agent_name,
-                unnest($55::text[]) AS admin_email,
-                unnest($56::text[]) AS parse_warnings,
-                unnest($57::timestamptz[]) AS first_at,
-                unnest($58::timestamptz[]) AS last_at) AS x),
+  FROM (SELECT unnest($46::text[]) AS sms_key,
+                unnest($47::text[]) AS sms_type,
+                unnest($48::text[]) AS from_number,
+                unnest($49::text[]) AS to_number,
+                unnest($50::text[]) AS status,
+                unnest($51::text[]) AS content,
+                unnest($52::timestamptz[]) AS logged_at,
+                unnest($53::text[]) AS sms_charge,
+                unnest($54::text[]) AS agent_email,
+                unnest($55::text[]) AS agent_name,
+                unnest($56::text[]) AS admin_email,
+                unnest($57::text[]) AS parse_warnings,
+                unnest($58::timestamptz[]) AS first_at,
+                unnest($59::timestamptz[]) AS last_at) AS x),
          sms_up AS (INSERT INTO sms AS t (sms_key, sms_type, from_number, to_number, status, content, logged_at, sms_charge, agent_email, agent_name, admin_email, parse_warnings, received_at, updated_at)
          SELECT sms_key, sms_type, from_number, to_number, status, content, logged_at, sms_charge, agent_email, agent_name, admin_email, parse_warnings, first_at, first_at FROM sms_in
          ON CONFLICT (sms_key) DO UPDATE
@@ -110,18 +111,18 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
             AND t.updated_at <= excluded.updated_at
          RETURNING t.sms_key, (t.xmax = 0) AS inserted),
          status_in AS (SELECT x.call_sid, x.status, x.occurred_at, x.call_type, x.from_number, x.to_number, x.agent_email, x.agent_id, x.dial_code, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at
-  FROM (SELECT unnest($59::text[]) AS call_sid,
-                unnest($60::text[]) AS status,
-                unnest($61::timestamptz[]) AS occurred_at,
-                unnest($62::text[]) AS call_type,
-                unnest($63::text[]) AS from_number,
-                unnest($64::text[]) AS to_number,
-                unnest($65::text[]) AS agent_email,
-                unnest($66::text[]) AS agent_id,
-                unnest($67::text[]) AS dial_code,
-                unnest($68::text[]) AS parse_warnings,
-                unnest($69::timestamptz[]) AS first_at,
-                unnest($70::timestamptz[]) AS last_at) AS x),
+  FROM (SELECT unnest($60::text[]) AS call_sid,
+                unnest($61::text[]) AS status,
+                unnest($62::timestamptz[]) AS occurred_at,
+                unnest($63::text[]) AS call_type,
+                unnest($64::text[]) AS from_number,
+                unnest($65::text[]) AS to_number,
+                unnest($66::text[]) AS agent_email,
+                unnest($67::text[]) AS agent_id,
+                unnest($68::text[]) AS dial_code,
+                unnest($69::text[]) AS parse_warnings,
+                unnest($70::timestamptz[]) AS first_at,
+                unnest($71::timestamptz[]) AS last_at) AS x),
          status_up AS (INSERT INTO call_status AS t (call_sid, status, occurred_at, call_type, from_number, to_number, agent_email, agent_id, dial_code, parse_warnings, received_at, updated_at)
          SELECT call_sid, status, occurred_at, call_type, from_number, to_number, agent_email, agent_id, dial_code, parse_warnings, first_at, first_at FROM status_in
          ON CONFLICT (call_sid, status, occurred_at) DO UPDATE

@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, Row as _};
 
-use super::super::columns::Columns;
+use super::super::columns::{self, Column, Columns};
 use super::super::plan::{outcome_of_change, Row};
-use super::{upsert, with_times, RecordTable};
+use super::{record_columns, upsert, with_times, RecordTable};
 use crate::delivery::{Outcome, Times};
 use crate::event::{CallRecord, Warnings};
 
@@ -163,6 +163,81 @@ pub(in crate::store) async fn upsert_calls(
         outcomes[*index] = match written.get(&c.call_sid) {
             Some(&inserted) => outcome_of_change(Some(inserted)),
             None if tags_changed.contains(&c.call_sid) => Outcome::Updated,
+            None => Outcome::Duplicate,
+        };
+    }
+    Ok(())
+}
+
+/// The columns of a call read from CallHippo's API: a webhook's ([`RecordTable::columns`],
+/// then `parse_warnings` and the delivery times), then the two only the API gives.
+pub(in crate::store) fn api_call_columns<'a>(
+    rows: &'a [(&'a CallRecord, Times)],
+) -> Vec<Column<'a>> {
+    let mut cols = record_columns(rows);
+    cols.extend(
+        Columns::new(rows)
+            .time("answered_at", |(r, _)| r.answered_at)
+            .text("api_id", |(r, _)| r.api_id.as_deref())
+            .done(),
+    );
+    cols
+}
+
+/// Calls read from CallHippo's API: inserted when the webhooks missed them (`source` api),
+/// else only their empty columns filled (sql/calls_fill.sql).
+const FILL_CALLS: &str = include_str!("../sql/calls_fill.sql");
+
+/// Tags of calls read from the API, for the calls that have none: a call's tags come from
+/// its webhook when there is one.
+const FILL_CALL_TAGS: &str = "
+    INSERT INTO call_tags (call_sid, tag_id)
+    SELECT w.call_sid, w.tag_id FROM unnest($1::text[], $2::integer[]) AS w(call_sid, tag_id)
+     WHERE NOT EXISTS (SELECT FROM call_tags ct WHERE ct.call_sid = w.call_sid)
+     ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+    RETURNING call_sid";
+
+/// Writes one round (each key once) of calls read from the API, with the merge rule
+/// `FillEmpty`: `stored` for a call the webhooks missed, `updated` for one whose empty
+/// columns (or missing tags) it filled, `duplicate` when it changed nothing.
+pub(in crate::store) async fn fill_calls(
+    conn: &mut PgConnection,
+    round: &[Row<'_, CallRecord>],
+    tag_ids: &HashMap<String, i32>,
+    outcomes: &mut [Outcome],
+) -> Result<(), sqlx::Error> {
+    let rows = with_times(round);
+    let written: HashMap<String, bool> =
+        columns::bind(sqlx::query(FILL_CALLS), api_call_columns(&rows))
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get::<bool, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+    let (mut sids, mut tags) = (Vec::new(), Vec::new());
+    for r in round {
+        for name in &r.record.tags {
+            sids.push(r.record.call_sid.as_str());
+            tags.push(tag_ids[name]);
+        }
+    }
+    let tagged: HashSet<String> = if sids.is_empty() {
+        HashSet::new()
+    } else {
+        (sqlx::query_scalar::<_, String>(FILL_CALL_TAGS)
+            .bind(&sids)
+            .bind(&tags))
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    for r in round {
+        let sid = &r.record.call_sid;
+        outcomes[r.index] = match written.get(sid) {
+            Some(&inserted) => outcome_of_change(Some(inserted)),
+            None if tagged.contains(sid) => Outcome::Updated,
             None => Outcome::Duplicate,
         };
     }

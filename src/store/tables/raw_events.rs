@@ -22,6 +22,7 @@ pub(in crate::store) struct RawRow<'a> {
     error: Option<String>,
     times: Times,
     deliveries: i32,
+    source: &'static str,
 }
 
 /// The columns of `raw_events` the writer sets, named as in the table.
@@ -37,6 +38,7 @@ pub(in crate::store) fn raw_columns<'a>(rows: &'a [RawRow<'a>]) -> Vec<Column<'a
         .time("received_at", |r| Some(r.times.first))
         .time("last_received_at", |r| Some(r.times.last))
         .int("deliveries", |r| Some(r.deliveries))
+        .text("source", |r| Some(r.source))
         .done()
 }
 
@@ -63,6 +65,7 @@ pub(in crate::store) fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
                 error: dec.error(),
                 times: at,
                 deliveries: 1,
+                source: d.source.archived_as(),
             });
     }
     by_sha.into_values().collect()
