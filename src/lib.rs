@@ -4,6 +4,8 @@
 //! (the domain) -> [`ingest`] (batching, the spool) -> a [`sink::Sink`] ([`store`]:
 //! PostgreSQL). [`http`] only decides answers.
 
+pub mod backfill;
+pub mod callhippo_api;
 pub mod config;
 pub mod delivery;
 pub mod event;

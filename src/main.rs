@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use callhippo_ingest::backfill;
+use callhippo_ingest::callhippo_api::{ApiClient, ApiError};
 use callhippo_ingest::config::{Cli, Command, SettingError};
 use callhippo_ingest::startup::{self, Application};
 use callhippo_ingest::store::PgSink;
@@ -41,6 +43,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let summary =
                 replay::replay(&sink, &args.filter(), args.batch as usize, progress).await?;
             println!("replay: {summary}");
+        }
+        Command::Backfill(args) => {
+            let (from, to) = args.days()?;
+            let client =
+                ApiClient::new(&args.api.api_url, args.api.token()?).map_err(SettingError)?;
+            let db = cli.db_settings()?;
+            startup::migrate_once(&db).await?;
+            let sink = PgSink::new(startup::command_pool(&db)?);
+            let range = backfill::Range {
+                from,
+                to,
+                zone: args.api.zone,
+            };
+            let label = format!("backfill: call logs {from}..{to} ({})", args.api.zone);
+            let progress = backfill::Progress::new(&label);
+            let result =
+                backfill::sync_calls(&client, &sink, range, backfill::Trigger::Backfill, |f| {
+                    progress.page(f)
+                })
+                .await;
+            progress.done();
+            // A token the API refused is a setting to fix, like any other.
+            let figures = result.map_err(|e| match e {
+                backfill::RunError::Api(e @ ApiError::TokenRefused(_)) => {
+                    anyhow::Error::new(SettingError(e.to_string()))
+                }
+                other => anyhow::Error::new(other),
+            })?;
+            println!("{label}: {figures}");
         }
         Command::Healthcheck(args) => {
             let timeout = Duration::from_millis(args.timeout_ms);

@@ -14,6 +14,8 @@ pub const BATCH_MAX: usize = 256;
 pub const WRITERS: usize = 3;
 pub const LOG_FORMAT: &str = "text";
 pub const LOG_FILTER: &str = "info";
+pub const CALLHIPPO_API_URL: &str = "https://web.callhippo.com/v1";
+pub const CALLHIPPO_TIMEZONE: &str = "UTC";
 
 /// `replay`: raw events per transaction.
 pub const REPLAY_BATCH: u64 = 500;

@@ -143,3 +143,203 @@ async fn a_webhook_row_keeps_every_value_and_only_gains_what_it_lacks() {
     );
     assert_eq!(app.count("calls").await, 1);
 }
+
+/// `n` calls over 6–10 March 2026 in New York (the clocks change on the 8th), as the
+/// activity feed lists them, with the day each is listed on.
+fn listed_calls(n: usize) -> Vec<(chrono::NaiveDate, Value)> {
+    (0..n)
+        .map(|i| {
+            let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 6 + (i % 5) as u32).unwrap();
+            let hour = 1 + i % 11;
+            let record = json!({
+                "_id": format!("64f1{:020x}", i),
+                "callSid": format!("CA-bf-{i:04}"),
+                "callType": if i % 2 == 0 { "Outgoing" } else { "Incoming" },
+                "from": "+15551234567",
+                "to": format!("+1555{:07}", i),
+                "date": day.format("%b %-d, %Y").to_string(),
+                "time": format!("{hour}:05:09 {}", if i % 3 == 0 { "AM" } else { "PM" }),
+                "callDuration": format!("00:{:02}:{:02}", i % 60, i % 7),
+                "ringingDuration": "00:04",
+                "callStatus": if i % 4 == 0 { "Missed" } else { "Completed" },
+                "caller": "Ada Agent",
+                "callerEmail": "Ada@Example.com",
+                "callCost": format!("0.{:02}", i % 100).parse::<f64>().unwrap(),
+                "callNotes": "",
+                "callTags": if i % 5 == 0 { json!(["VIP"]) } else { json!([]) },
+                "callAnswerTime": "Tue Mar 10 2026 15:00:00 GMT+0000 (Coordinated Universal Time)",
+                "callHangupTime": "Tue Mar 10 2026 15:01:00 GMT+0000 (Coordinated Universal Time)",
+            });
+            (day, record)
+        })
+        .collect()
+}
+
+fn backfill(app: &TestApp, api: &crate::fake_api::FakeApi, token: &str) -> (i32, String, String) {
+    let out = bin()
+        .args(["backfill", "--from", "2026-03-06", "--to", "2026-03-10"])
+        .env("DATABASE_URL", &app.db.url)
+        .env("CALLHIPPO_API_URL", &api.url)
+        .env("CALLHIPPO_API_TOKEN", token)
+        .env("CALLHIPPO_TIMEZONE", "America/New_York")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn backfill_fills_in_what_the_webhooks_missed_and_a_second_run_changes_nothing() {
+    use crate::fake_api::{FakeApi, Quirks, TOKEN};
+    let app = spawn_app().await;
+    let mut listed = listed_calls(150);
+    // One physical call listed twice, under two _ids.
+    let mut twice = listed[7].1.clone();
+    twice["_id"] = json!("64f1ffffffffffffffffffff");
+    listed.push((listed[7].0, twice));
+    // Thirty of them came by webhook first.
+    for i in 0..30 {
+        let body = with(
+            &with(CALL, "callSid", json!(format!("CA-bf-{i:04}"))),
+            "note",
+            json!("by webhook"),
+        );
+        assert_eq!(app.post(body).await.0, 200);
+    }
+    let quirks = Quirks {
+        html_once: true,
+        throttle_once: true,
+        ..Quirks::default()
+    };
+    let api = FakeApi::start(listed, quirks);
+
+    let (code, stdout, stderr) = backfill(&app, &api, TOKEN);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("pages 2, records 151, inserted 120 (missed by webhooks), filled 30, unchanged 1, rejected 0"),
+        "{stdout}"
+    );
+    assert_eq!(app.count("calls").await, 150, "every call once");
+    let webhook_rows = app
+        .row(
+            "SELECT count(*) AS n FROM calls WHERE source = 'webhook' AND note = 'by webhook'
+                AND api_id IS NOT NULL AND answered_at IS NOT NULL",
+        )
+        .await;
+    assert_eq!(webhook_rows["n"], 30, "webhook rows unchanged but filled");
+    // 10:05:09 PM on 7 March in New York is winter time (UTC-5): the 8th in UTC; 11:05:09 PM
+    // on the 8th, after the clocks changed, and 1:05:09 AM on the 9th are summer time (UTC-4).
+    let times = app
+        .rows(
+            "SELECT call_sid, started_at, duration_seconds, call_charge::text AS charge, status
+               FROM calls WHERE call_sid IN ('CA-bf-0031', 'CA-bf-0032', 'CA-bf-0033')
+              ORDER BY call_sid",
+        )
+        .await;
+    assert_eq!(
+        times,
+        [
+            json!({"call_sid": "CA-bf-0031", "started_at": "2026-03-08T03:05:09+00:00",
+                   "duration_seconds": 1863, "charge": "0.31", "status": "completed"}),
+            json!({"call_sid": "CA-bf-0032", "started_at": "2026-03-09T03:05:09+00:00",
+                   "duration_seconds": 1924, "charge": "0.32", "status": "missed"}),
+            json!({"call_sid": "CA-bf-0033", "started_at": "2026-03-09T05:05:09+00:00",
+                   "duration_seconds": 1985, "charge": "0.33", "status": "completed"}),
+        ]
+    );
+    let run = app
+        .row(
+            "SELECT trigger, status, range_from::text AS f, range_to::text AS t, pages, records,
+                     inserted, filled, unchanged, error FROM sync_runs",
+        )
+        .await;
+    assert_eq!(
+        run,
+        json!({"trigger": "backfill", "status": "succeeded", "f": "2026-03-06", "t": "2026-03-10",
+               "pages": 2, "records": 151, "inserted": 120, "filled": 30, "unchanged": 1,
+               "error": null})
+    );
+    // The requests as the API wants them: the token in its header, strings of digits, days
+    // as YYYY/MM/DD; the HTML page and the 429 were tried again.
+    let requests = api.requests();
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    for (token, body) in &requests {
+        assert_eq!(token.as_deref(), Some(TOKEN));
+        assert_eq!(body["startDate"], "2026/03/06");
+        assert_eq!(body["endDate"], "2026/03/10");
+        assert_eq!(body["limit"], "100");
+    }
+    assert_eq!(requests[3].1["skip"], "100");
+
+    let before = app
+        .row("SELECT to_jsonb(array_agg(c ORDER BY call_sid)) AS r FROM calls c")
+        .await;
+    let (code, stdout, stderr) = backfill(&app, &api, TOKEN);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("inserted 0 (missed by webhooks), filled 0, unchanged 151"),
+        "{stdout}"
+    );
+    let after = app
+        .row("SELECT to_jsonb(array_agg(c ORDER BY call_sid)) AS r FROM calls c")
+        .await;
+    assert_eq!(before, after, "a second run changes nothing");
+}
+
+#[tokio::test]
+async fn a_refused_token_or_the_plans_limit_fails_clearly_and_writes_no_row() {
+    use crate::fake_api::{FakeApi, Quirks, TOKEN};
+    let app = spawn_app().await;
+    let api = FakeApi::start(listed_calls(5), Quirks::default());
+    let (code, _, stderr) = backfill(&app, &api, "not-the-token");
+    assert_eq!(code, 2, "a setting to fix: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("refused CALLHIPPO_API_TOKEN") && stderr.contains("Invalid API token"),
+        "{stderr}"
+    );
+
+    let limited = Quirks {
+        plan_starts: chrono::NaiveDate::from_ymd_opt(2026, 3, 7),
+        ..Quirks::default()
+    };
+    let api = FakeApi::start(listed_calls(5), limited);
+    let (code, _, stderr) = backfill(&app, &api, TOKEN);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("Kindly upgrade your plan"),
+        "quotes the API: {stderr}"
+    );
+    assert_eq!(app.count("calls").await, 0);
+    assert_eq!(app.count("raw_events").await, 0);
+    let runs = app
+        .rows("SELECT status, error IS NOT NULL AS said FROM sync_runs ORDER BY id")
+        .await;
+    assert_eq!(
+        runs,
+        [
+            json!({"status": "failed", "said": true}),
+            json!({"status": "failed", "said": true})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_page_of_one_record_given_as_an_object_is_read() {
+    use crate::fake_api::{FakeApi, Quirks, TOKEN};
+    let app = spawn_app().await;
+    let api = FakeApi::start(
+        listed_calls(1),
+        Quirks {
+            single_as_object: true,
+            ..Quirks::default()
+        },
+    );
+    let (code, stdout, stderr) = backfill(&app, &api, TOKEN);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("records 1, inserted 1"), "{stdout}");
+    assert_eq!(app.count("calls").await, 1);
+}

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod cli;
+mod fake_api;
 mod helpers;
 mod idempotency;
 mod metrics;
