@@ -14,6 +14,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod payload;
+pub mod reconcile;
 pub mod replay;
 pub mod retry;
 pub mod sink;

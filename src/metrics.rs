@@ -24,6 +24,8 @@ pub struct Metrics {
     db_write_seconds: Histogram,
     batch_size: Histogram,
     spool_drained: IntCounter,
+    sync_records: IntCounterVec,
+    sync_last_success: IntGaugeVec,
     spool: IntGaugeVec,
     last_written_at: IntGaugeVec,
     seconds_since_written: IntGaugeVec,
@@ -65,7 +67,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let r = &registry;
-        Metrics {
+        let metrics = Metrics {
             events: counters(r, "callhippo_events_total", "Webhook deliveries by kind and answer status word.", &["kind", "outcome"]),
             refused: counters(r, "callhippo_requests_refused_total", "Requests refused before reading (401 no or wrong token, 413 too large, 400 unreadable body, 404 unknown path, 405 wrong method), by status code.", &["code"]),
             warnings: counters(r, "callhippo_parse_warnings_total", "Payload fields that could not be read (the row was kept with the column NULL), by field.", &["field"]),
@@ -73,12 +75,19 @@ impl Metrics {
             db_write_seconds: histogram(r, "callhippo_db_write_duration_seconds", "Time to write one batch to PostgreSQL (one transaction), retries included.", seconds_buckets()),
             batch_size: histogram(r, "callhippo_db_batch_size", "Events written per transaction.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
             spool_drained: registered(r, IntCounter::new("callhippo_spool_drained_total", "Spooled events written to the database after an outage.")),
+            sync_records: counters(r, "callhippo_sync_records_total", "Records read from CallHippo's API by reconciliation, by kind and result (inserted: missed by the webhooks, filled, unchanged, rejected).", &["kind", "result"]),
+            sync_last_success: gauges(r, "callhippo_sync_last_success_timestamp_seconds", "When a reconciliation with CallHippo's API last succeeded (Unix time); 0 before the first.", &["kind"]),
             spool: gauges(r, "callhippo_spool_depth", "What waits in the spool for the database: unit=events or unit=bytes.", &["unit"]),
             last_written_at: gauges(r, "callhippo_last_event_written_timestamp_seconds", "When an event of this kind was last written to its table (Unix time); 0 before the first.", &["kind"]),
             seconds_since_written: gauges(r, "callhippo_seconds_since_last_event_written", "Seconds since an event of this kind was last written by this process (-1 before the first): alert when a webhook goes silent.", &["kind"]),
             last_written_micros: Default::default(),
             registry,
-        }
+        };
+        metrics
+            .sync_last_success
+            .with_label_values(&["call"])
+            .set(0);
+        metrics
     }
 
     /// One answered webhook delivery.
@@ -112,6 +121,25 @@ impl Metrics {
     }
 
     /// An event of `kind` reached its table (stored, updated or found a duplicate).
+    /// Records a reconciliation page added, by result.
+    pub fn synced(&self, kind: &str, inserted: u64, filled: u64, unchanged: u64, rejected: u64) {
+        for (result, n) in [
+            ("inserted", inserted),
+            ("filled", filled),
+            ("unchanged", unchanged),
+            ("rejected", rejected),
+        ] {
+            self.sync_records
+                .with_label_values(&[kind, result])
+                .inc_by(n);
+        }
+    }
+
+    /// A reconciliation of `kind` succeeded now.
+    pub fn sync_succeeded(&self, kind: &str) {
+        (self.sync_last_success.with_label_values(&[kind])).set(chrono::Utc::now().timestamp());
+    }
+
     pub fn written(&self, kind: Kind, drained: bool) {
         if let Some(i) = WRITTEN_KINDS.iter().position(|k| *k == kind) {
             self.last_written_micros[i]

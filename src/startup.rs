@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use sqlx::PgPool;
 
+use crate::callhippo_api::ApiClient;
 use crate::config::{ServeSettings, SettingError};
 use crate::http::{self, AppState, Token};
 use crate::ingest::{Ingestor, Workers};
@@ -60,20 +61,10 @@ impl Application {
             sink,
             settings.batch.clone(),
             Some(spool.clone()),
-            schema_ready,
+            schema_ready.clone(),
             metrics.clone(),
         );
-        if let Some(days) = settings.raw_retention_days {
-            tracing::info!(
-                days,
-                "retention: raw events older than this are removed hourly"
-            );
-            tokio::spawn(store::retention::run(
-                pool.clone(),
-                days,
-                Duration::from_secs(3600),
-            ));
-        }
+        start_background_tasks(&settings, &pool, &metrics, &schema_ready)?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             ingestor,
@@ -122,6 +113,44 @@ impl Application {
         }
         served
     }
+}
+
+/// Reconciliation with CallHippo's API and retention, when they are set: tasks beside the
+/// webhook path, for as long as the service runs.
+fn start_background_tasks(
+    settings: &ServeSettings,
+    pool: &PgPool,
+    metrics: &Arc<Metrics>,
+    schema_ready: &Arc<AtomicBool>,
+) -> Result<(), SettingError> {
+    if let Some(reconcile) = settings.reconcile.clone() {
+        let client = ApiClient::new(&reconcile.api_url, &reconcile.token).map_err(SettingError)?;
+        tracing::info!(
+            every_s = reconcile.every.as_secs(),
+            days = reconcile.days,
+            zone = %reconcile.zone,
+            "reconcile: CallHippo's API is read for calls the webhooks missed"
+        );
+        tokio::spawn(crate::reconcile::run(
+            reconcile,
+            client,
+            pool.clone(),
+            metrics.clone(),
+            schema_ready.clone(),
+        ));
+    }
+    if let Some(days) = settings.raw_retention_days {
+        tracing::info!(
+            days,
+            "retention: raw events older than this are removed hourly"
+        );
+        tokio::spawn(store::retention::run(
+            pool.clone(),
+            days,
+            Duration::from_secs(3600),
+        ));
+    }
+    Ok(())
 }
 
 /// Opens the spool; a folder that cannot be one is a setting to fix.

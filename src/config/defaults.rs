@@ -16,6 +16,8 @@ pub const LOG_FORMAT: &str = "text";
 pub const LOG_FILTER: &str = "info";
 pub const CALLHIPPO_API_URL: &str = "https://web.callhippo.com/v1";
 pub const CALLHIPPO_TIMEZONE: &str = "UTC";
+pub const RECONCILE_INTERVAL: &str = "1h";
+pub const RECONCILE_DAYS: u64 = 2;
 
 /// `replay`: raw events per transaction.
 pub const REPLAY_BATCH: u64 = 500;
@@ -34,4 +36,5 @@ pub mod max {
     pub const BATCH_MAX: u64 = 10_000;
     pub const WRITERS: u64 = 64;
     pub const REPLAY_BATCH: u64 = 100_000;
+    pub const RECONCILE_DAYS: u64 = 366;
 }

@@ -226,6 +226,41 @@ pub struct ServeArgs {
     #[arg(long, env = "WRITERS", default_value_t = defaults::WRITERS as u64,
           value_parser = whole("WRITERS", max::WRITERS))]
     pub writers: u64,
+
+    /// With CALLHIPPO_API_TOKEN set: how often to reconcile with CallHippo's API (30m, 1h, 1d…).
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = defaults::RECONCILE_INTERVAL,
+          value_parser = interval("RECONCILE_INTERVAL"))]
+    pub reconcile_interval: Duration,
+
+    /// How many days back each reconciliation reads, today included.
+    #[arg(long, env = "RECONCILE_DAYS", default_value_t = defaults::RECONCILE_DAYS,
+          value_parser = whole("RECONCILE_DAYS", max::RECONCILE_DAYS))]
+    pub reconcile_days: u64,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// A length of time such as `90s`, `30m`, `1h` or `1d`, at least a minute.
+fn interval(name: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |raw| {
+        let s = raw.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (n, unit) = s.split_at(split);
+        let seconds = match (n.parse::<u64>(), unit.trim()) {
+            (Ok(n), "s") => Some(n),
+            (Ok(n), "m") => n.checked_mul(60),
+            (Ok(n), "h") => n.checked_mul(3600),
+            (Ok(n), "d") => n.checked_mul(86_400),
+            _ => None,
+        };
+        match seconds {
+            Some(s) if s >= 60 => Ok(Duration::from_secs(s)),
+            _ => Err(format!(
+                "{name} must be a length of time of at least a minute, such as 30m, 1h or 1d, not {raw:?}"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -301,6 +336,8 @@ pub struct ServeSettings {
     pub spool_max_bytes: u64,
     pub raw_retention_days: Option<u32>,
     pub batch: BatchSettings,
+    /// Reconciliation with CallHippo's API; `None` without a token.
+    pub reconcile: Option<crate::reconcile::ReconcileSettings>,
 }
 
 impl ServeSettings {
@@ -319,6 +356,7 @@ impl ServeSettings {
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
             raw_retention_days: None,
             batch: BatchSettings::default(),
+            reconcile: None,
         }
     }
 }
@@ -374,6 +412,17 @@ impl Cli {
 }
 
 impl ServeArgs {
+    fn reconcile_settings(&self) -> Option<crate::reconcile::ReconcileSettings> {
+        let token = self.api.token().ok()?;
+        Some(crate::reconcile::ReconcileSettings {
+            api_url: self.api.api_url.clone(),
+            token: token.to_owned(),
+            zone: self.api.zone,
+            every: self.reconcile_interval,
+            days: self.reconcile_days as u32,
+        })
+    }
+
     pub fn settings(&self, database_url: String) -> Result<ServeSettings, SettingError> {
         let webhook_token = match self.webhook_token.as_deref() {
             None => None,
@@ -404,6 +453,7 @@ impl ServeArgs {
                 workers: self.writers as usize,
                 timeout,
             },
+            reconcile: self.reconcile_settings(),
         })
     }
 }

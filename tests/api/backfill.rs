@@ -343,3 +343,77 @@ async fn a_page_of_one_record_given_as_an_object_is_read() {
     assert!(stdout.contains("records 1, inserted 1"), "{stdout}");
     assert_eq!(app.count("calls").await, 1);
 }
+
+/// With a token, `serve` reconciles at once and then every RECONCILE_INTERVAL: today's calls
+/// reach the tables without any webhook, and the metrics say so.
+#[tokio::test]
+async fn serve_reconciles_and_fills_a_hole_left_while_the_webhooks_were_down() {
+    use crate::fake_api::{FakeApi, Quirks, TOKEN};
+    use callhippo_ingest::reconcile::ReconcileSettings;
+    let today = chrono::Utc::now().date_naive();
+    let listed: Vec<_> = listed_calls(3)
+        .into_iter()
+        .map(|(_, mut record)| {
+            record["date"] = json!(today.format("%b %-d, %Y").to_string());
+            (today, record)
+        })
+        .collect();
+    let api = FakeApi::start(listed, Quirks::default());
+    let url = api.url.clone();
+    let app = spawn_app_with(move |s| {
+        s.reconcile = Some(ReconcileSettings {
+            api_url: url,
+            token: TOKEN.to_owned(),
+            zone: chrono_tz::UTC,
+            every: std::time::Duration::from_secs(3600),
+            days: 2,
+        })
+    })
+    .await;
+    for _ in 0..150 {
+        if app.count("calls").await == 3
+            && app
+                .row("SELECT count(*) AS n FROM sync_runs WHERE status = 'succeeded'")
+                .await["n"]
+                == 1
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.count("calls").await, 3);
+    let run = app
+        .row("SELECT trigger, status, range_from = current_date - 1 AS two_days, inserted FROM sync_runs")
+        .await;
+    assert_eq!(
+        run,
+        json!({"trigger": "reconcile", "status": "succeeded", "two_days": true, "inserted": 3})
+    );
+    assert_eq!(
+        app.row("SELECT count(*) AS n FROM calls WHERE source = 'api'")
+            .await["n"],
+        3
+    );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"callhippo_sync_records_total{kind="call",result="inserted"} 3"#),
+        "{metrics}"
+    );
+    let last = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"callhippo_sync_last_success_timestamp_seconds{kind="call"}"#))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap();
+    assert!(last > chrono::Utc::now().timestamp() - 60, "{last}");
+    let (code, _) = readyz(&app.client, &app.address).await;
+    assert_eq!(code, 200);
+}

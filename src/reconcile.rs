@@ -1,0 +1,109 @@
+//! Reconciliation inside `serve`: with `CALLHIPPO_API_TOKEN` set, the last
+//! `RECONCILE_DAYS` days of call logs are read from CallHippo's API every
+//! `RECONCILE_INTERVAL`, and the calls the webhooks missed (the receiver was down,
+//! unreachable or misconfigured; CallHippo documents no retry) are filled in. One replica
+//! at a time does it (an advisory lock); it writes through a sink of its own, beside the
+//! webhook path, never in it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use chrono_tz::Tz;
+use sqlx::PgPool;
+
+use crate::backfill::{sync_calls, Range, RunFigures, Trigger};
+use crate::callhippo_api::ApiClient;
+use crate::metrics::Metrics;
+use crate::store::PgSink;
+
+/// Any constant the replicas agree on: held while one of them reconciles.
+const RECONCILE_LOCK_KEY: i64 = 0x6368_6970_7265_636f; // "chipreco"
+
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    pub api_url: String,
+    pub token: String,
+    /// The account's time zone.
+    pub zone: Tz,
+    pub every: Duration,
+    /// Days read each time, today included.
+    pub days: u32,
+}
+
+/// Reconciles as soon as the schema is ready, then every `settings.every`, for as long as
+/// the service runs.
+pub async fn run(
+    settings: ReconcileSettings,
+    client: ApiClient,
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    schema_ready: Arc<AtomicBool>,
+) {
+    let sink = PgSink::new(pool.clone());
+    loop {
+        while !schema_ready.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if let Err(e) = once(&settings, &client, &sink, &pool, &metrics).await {
+            tracing::warn!(error = %e, "reconcile: could not take the lock; will try again");
+        }
+        tokio::time::sleep(settings.every).await;
+    }
+}
+
+/// One reconciliation, unless another replica holds the lock.
+async fn once(
+    settings: &ReconcileSettings,
+    client: &ApiClient,
+    sink: &PgSink,
+    pool: &PgPool,
+    metrics: &Metrics,
+) -> Result<(), sqlx::Error> {
+    let mut lock = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(RECONCILE_LOCK_KEY)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !locked {
+        tracing::debug!("reconcile: another replica is reconciling");
+        return Ok(());
+    }
+    let to = Utc::now().with_timezone(&settings.zone).date_naive();
+    let from = to - chrono::Days::new(u64::from(settings.days.max(1) - 1));
+    let range = Range {
+        from,
+        to,
+        zone: settings.zone,
+    };
+    let mut counted = RunFigures::default();
+    let result = sync_calls(client, sink, range, Trigger::Reconcile, |f| {
+        metrics.synced(
+            "call",
+            u64::from(f.inserted - counted.inserted),
+            u64::from(f.filled - counted.filled),
+            u64::from(f.unchanged - counted.unchanged),
+            u64::from(f.rejected - counted.rejected),
+        );
+        counted = *f;
+    })
+    .await;
+    match result {
+        Ok(figures) => {
+            metrics.sync_succeeded("call");
+            let level_info = figures.inserted > 0 || figures.filled > 0;
+            if level_info {
+                tracing::info!(%from, %to, "reconcile: call logs: {figures}");
+            } else {
+                tracing::debug!(%from, %to, "reconcile: call logs: {figures}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, %from, %to, "reconcile: call logs: the run failed"),
+    }
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(RECONCILE_LOCK_KEY)
+        .execute(&mut *lock)
+        .await?;
+    Ok(())
+}
