@@ -417,3 +417,55 @@ async fn serve_reconciles_and_fills_a_hole_left_while_the_webhooks_were_down() {
     let (code, _) = readyz(&app.client, &app.address).await;
     assert_eq!(code, 200);
 }
+
+/// Backfill and live webhooks about the same calls at the same moment, through two writers
+/// as two replicas would: one row per call, nothing refused, and whichever came first, the
+/// row ends with the webhook's values and the API's additions.
+#[tokio::test]
+async fn backfill_beside_live_webhooks_makes_one_row_per_call() {
+    let app = spawn_app().await;
+    let sink = PgSink::new(app.pool.clone());
+    let n = 60;
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut r = api_record(&format!("64f1{i:020x}"));
+            r["callSid"] = json!(format!("CA-cc-{i:03}"));
+            r
+        })
+        .collect();
+    let api = async {
+        let mut outcomes = Vec::new();
+        for page in records.chunks(7) {
+            outcomes.extend(write_api(&sink, page).await);
+        }
+        outcomes
+    };
+    let webhooks = async {
+        let mut codes = Vec::new();
+        for i in 0..n {
+            let body = with(CALL, "callSid", json!(format!("CA-cc-{i:03}")));
+            codes.push(app.post(body).await.0);
+        }
+        codes
+    };
+    let (outcomes, codes) = tokio::join!(api, webhooks);
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    assert_eq!(outcomes.len(), n);
+    assert_eq!(app.count("calls").await, n as i64);
+    let settled = app
+        .row(
+            "SELECT count(*) FILTER (WHERE note = 'Call notes goes here' AND api_id IS NOT NULL
+                                      AND answered_at IS NOT NULL
+                                      AND duration_seconds = 490) AS both
+               FROM call_history",
+        )
+        .await;
+    assert_eq!(settled["both"], n as i64);
+    let tags = app
+        .row("SELECT count(*) AS n FROM call_history WHERE tags = ARRAY['Tag1', 'Tag2']")
+        .await;
+    assert_eq!(
+        tags["n"], n as i64,
+        "the webhook's tags, whatever the order"
+    );
+}
