@@ -16,8 +16,9 @@ pub enum Source {
     Webhook,
     /// Posted to the webhook while the database was away, written from the spool later.
     Spool,
-    /// Read again from `raw_events` by `replay`: the archived row's id.
-    Replay { raw_id: i64 },
+    /// Read again from `raw_events` by `replay`: the archived row's id, and whether it was
+    /// read from CallHippo's API in the first place.
+    Replay { raw_id: i64, from_api: bool },
     /// A record read from CallHippo's API (backfill, reconciliation).
     Api,
 }
@@ -37,15 +38,15 @@ impl Source {
     /// As `raw_events.source` (and the tables' `source`) says it.
     pub fn archived_as(self) -> &'static str {
         match self {
-            Source::Api => "api",
+            Source::Api | Source::Replay { from_api: true, .. } => "api",
             Source::Webhook | Source::Spool | Source::Replay { .. } => "webhook",
         }
     }
 
     pub fn merge_rule(self) -> MergeRule {
         match self {
+            Source::Api | Source::Replay { from_api: true, .. } => MergeRule::FillEmpty,
             Source::Webhook | Source::Spool | Source::Replay { .. } => MergeRule::NewestDelivery,
-            Source::Api => MergeRule::FillEmpty,
         }
     }
 }

@@ -40,8 +40,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             startup::migrate_once(&db).await?;
             let sink = PgSink::new(startup::command_pool(&db)?);
             let progress = replay::progress_printer(Duration::from_secs(2));
-            let summary =
-                replay::replay(&sink, &args.filter(), args.batch as usize, progress).await?;
+            let summary = replay::replay(
+                &sink,
+                args.zone,
+                &args.filter(),
+                args.batch as usize,
+                progress,
+            )
+            .await?;
             println!("replay: {summary}");
         }
         Command::Backfill(args) => {

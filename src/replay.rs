@@ -55,6 +55,7 @@ impl std::fmt::Display for Summary {
 /// each page with the running summary and the total to do.
 pub async fn replay(
     sink: &PgSink,
+    zone: chrono_tz::Tz,
     filter: &Filter,
     page: usize,
     mut progress: impl FnMut(&Summary, u64),
@@ -75,7 +76,8 @@ pub async fn replay(
     let mut cursor: (DateTime<Utc>, i64) = (since, 0);
     loop {
         let rows = sqlx::query(
-            "SELECT id, payload, body, body_bytes, received_at, last_received_at, content_type
+            "SELECT id, payload, body, body_bytes, received_at, last_received_at, content_type,
+                    source
                FROM raw_events
               WHERE (last_received_at, id) > ($1, $2) AND last_received_at >= $3
                 AND ($4::text IS NULL OR kind = $4)
@@ -92,7 +94,9 @@ pub async fn replay(
         let Some(last) = rows.last() else { break };
         cursor = (last.try_get("last_received_at")?, last.try_get("id")?);
 
-        let deliveries = rows.iter().map(reread).collect::<Result<Vec<_>, _>>()?;
+        let deliveries = (rows.iter())
+            .map(|row| reread(row, zone))
+            .collect::<Result<Vec<_>, _>>()?;
         let outcomes = sink.rederive(&deliveries).await?;
 
         for outcome in outcomes {
@@ -111,7 +115,25 @@ pub async fn replay(
 /// Reads an archived body again: its exact bytes when kept, else its text, else the payload.
 /// Its delivery times are the archived row's, so that rebuilt rows get the times live
 /// ingestion gave them.
-fn reread(row: &sqlx::postgres::PgRow) -> Result<Delivery, sqlx::Error> {
+fn reread(row: &sqlx::postgres::PgRow, zone: chrono_tz::Tz) -> Result<Delivery, sqlx::Error> {
+    let received = Times {
+        first: row.try_get("received_at")?,
+        last: row.try_get("last_received_at")?,
+    };
+    let raw_id = row.try_get("id")?;
+    if row.try_get::<String, _>("source")? == "api" {
+        // A record of CallHippo's API: read by its own reader, in the account's zone.
+        let record: Value = row
+            .try_get::<Option<Value>, _>("payload")?
+            .unwrap_or(Value::Null);
+        let mut delivery = payload::api::call_delivery(&record, zone, received.last);
+        delivery.received = received;
+        delivery.source = Source::Replay {
+            raw_id,
+            from_api: true,
+        };
+        return Ok(delivery);
+    }
     let content_type: Option<String> = row.try_get("content_type")?;
     let bytes: Vec<u8> = if let Some(b) = row.try_get::<Option<Vec<u8>>, _>("body_bytes")? {
         b
@@ -124,11 +146,8 @@ fn reread(row: &sqlx::postgres::PgRow) -> Result<Delivery, sqlx::Error> {
             .unwrap_or_default()
     };
     let source = Source::Replay {
-        raw_id: row.try_get("id")?,
-    };
-    let received = Times {
-        first: row.try_get("received_at")?,
-        last: row.try_get("last_received_at")?,
+        raw_id,
+        from_api: false,
     };
     let mut delivery = payload::read_delivery(bytes.into(), content_type, received.last, source);
     delivery.received = received;

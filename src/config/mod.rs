@@ -276,6 +276,11 @@ pub struct ReplayArgs {
     /// Events per transaction.
     #[arg(long, default_value_t = defaults::REPLAY_BATCH, value_parser = whole("--batch", max::REPLAY_BATCH))]
     pub batch: u64,
+
+    /// The account's IANA time zone, for records read from CallHippo's API.
+    #[arg(long = "timezone", env = "CALLHIPPO_TIMEZONE", default_value = defaults::CALLHIPPO_TIMEZONE,
+          value_parser = zone("CALLHIPPO_TIMEZONE"))]
+    pub zone: chrono_tz::Tz,
 }
 
 fn since(raw: &str) -> Result<DateTime<Utc>, String> {

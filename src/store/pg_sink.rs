@@ -97,7 +97,7 @@ impl PgSink {
     async fn rederive_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
         let ids: Vec<i64> = (batch.iter())
             .filter_map(|d| match d.source {
-                Source::Replay { raw_id } => Some(raw_id),
+                Source::Replay { raw_id, .. } => Some(raw_id),
                 _ => None,
             })
             .collect();
@@ -113,8 +113,21 @@ impl PgSink {
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
-        let readings = batch.iter().map(|d| Some((&d.decoded.reading, d.received)));
-        let outcomes = write_in_rounds(&mut tx, BatchPlan::new(readings)).await?;
+        // Each by its merge rule: what was read from the API only fills, as it did.
+        let mut outcomes = vec![Outcome::Duplicate; batch.len()];
+        for rule in [MergeRule::NewestDelivery, MergeRule::FillEmpty] {
+            let part: Vec<usize> = (0..batch.len())
+                .filter(|&i| batch[i].source.merge_rule() == rule)
+                .collect();
+            if part.is_empty() {
+                continue;
+            }
+            let readings = part
+                .iter()
+                .map(|&i| Some((&batch[i].decoded.reading, batch[i].received)));
+            let written = write_in_rounds(&mut tx, BatchPlan::new(readings), rule).await?;
+            part.iter().zip(written).for_each(|(&i, o)| outcomes[i] = o);
+        }
         let kinds: Vec<&str> = batch.iter().map(|d| d.decoded.kind().as_str()).collect();
         let errors: Vec<Option<String>> = batch.iter().map(|d| d.decoded.error()).collect();
         sqlx::query(

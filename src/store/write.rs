@@ -12,7 +12,7 @@ use super::tables::raw_events::upsert_raw;
 use super::tables::sms::upsert_sms;
 use super::tables::tags::{ensure_tags, TagCache};
 use super::StoreError;
-use crate::delivery::{Delivery, Outcome};
+use crate::delivery::{Delivery, MergeRule, Outcome};
 
 /// What the writer keeps from one batch to the next.
 #[derive(Default)]
@@ -32,7 +32,7 @@ pub async fn write_batch(
     let mut outcomes = if plan.has_repeats() {
         let mut tx = sqlx::Connection::begin(conn).await?;
         upsert_raw(&mut tx, batch).await?;
-        let outcomes = write_in_rounds(&mut tx, plan).await?;
+        let outcomes = write_in_rounds(&mut tx, plan, MergeRule::NewestDelivery).await?;
         tx.commit().await?;
         outcomes
     } else {
@@ -52,31 +52,19 @@ pub async fn write_filling(
     let (plan, copies) = BatchPlan::of_deliveries(batch);
     let mut tx = sqlx::Connection::begin(conn).await?;
     upsert_raw(&mut tx, batch).await?;
-    let BatchPlan {
-        mut outcomes,
-        calls,
-        sms,
-        statuses,
-    } = plan;
-    if !calls.is_empty() {
-        let tag_ids = ensure_tags(&mut tx, calls.iter().flat_map(|r| &r.record.tags)).await?;
-        for round in rounds(&calls, |r| r.record.call_sid.as_str()) {
-            fill_calls(&mut tx, &round, &tag_ids, &mut outcomes).await?;
-        }
-    }
-    // The API's SMS and status events have no reader yet: none reach here.
-    debug_assert!(sms.is_empty() && statuses.is_empty());
+    let mut outcomes = write_in_rounds(&mut tx, plan, MergeRule::FillEmpty).await?;
     tx.commit().await?;
     copies.settle(&mut outcomes);
     Ok(outcomes)
 }
 
 /// Writes the normalized rows of a plan (not `raw_events`) in rounds, each key once per
-/// round and in batch order, inside the caller's transaction: the path of batches with a key
-/// twice, and of `replay`.
+/// round and in batch order, inside the caller's transaction, calls meeting their rows by
+/// `rule`: the path of batches with a key twice, of records from the API, and of `replay`.
 pub(super) async fn write_in_rounds(
     conn: &mut PgConnection,
     plan: BatchPlan<'_>,
+    rule: MergeRule,
 ) -> Result<Vec<Outcome>, StoreError> {
     let BatchPlan {
         mut outcomes,
@@ -87,7 +75,12 @@ pub(super) async fn write_in_rounds(
     if !calls.is_empty() {
         let tag_ids = ensure_tags(conn, calls.iter().flat_map(|r| &r.record.tags)).await?;
         for round in rounds(&calls, |r| r.record.call_sid.as_str()) {
-            upsert_calls(conn, &round, &tag_ids, &mut outcomes).await?;
+            match rule {
+                MergeRule::NewestDelivery => {
+                    upsert_calls(conn, &round, &tag_ids, &mut outcomes).await?
+                }
+                MergeRule::FillEmpty => fill_calls(conn, &round, &tag_ids, &mut outcomes).await?,
+            }
         }
     }
     for round in rounds(&sms, |r| r.record.sms_key.as_str()) {

@@ -469,3 +469,47 @@ async fn backfill_beside_live_webhooks_makes_one_row_per_call() {
         "the webhook's tags, whatever the order"
     );
 }
+
+/// `replay` reads the API's archived records with the API's reader (in the account's zone)
+/// and its merge rule: emptied tables come back as they were, and their archived kind stays.
+#[tokio::test]
+async fn replay_rebuilds_what_the_api_filled_in() {
+    let app = spawn_app().await;
+    let sink = PgSink::new(app.pool.clone());
+    let (code, _) = app.post(without(CALL, "note")).await;
+    assert_eq!(code, 200);
+    let mut missed = api_record("64f1a0000000000000000009");
+    missed["callSid"] = json!("CA-missed-by-webhooks");
+    let outcomes = write_api(&sink, &[api_record("64f1a0000000000000000001"), missed]).await;
+    assert_eq!(outcomes, [Outcome::Updated, Outcome::Stored]);
+    let snapshot = "SELECT to_jsonb(array_agg(h ORDER BY call_sid)) AS r FROM call_history h";
+    let before = app.row(snapshot).await;
+
+    sqlx::query("TRUNCATE calls, call_tags, tags, sms, call_status")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let out = bin()
+        .arg("replay")
+        .env("DATABASE_URL", &app.db.url)
+        .env("CALLHIPPO_TIMEZONE", "America/New_York")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.row(snapshot).await, before);
+    let kinds = app
+        .rows("SELECT source, kind FROM raw_events ORDER BY id")
+        .await;
+    assert_eq!(
+        kinds,
+        [
+            json!({"source": "webhook", "kind": "call"}),
+            json!({"source": "api", "kind": "call"}),
+            json!({"source": "api", "kind": "call"}),
+        ]
+    );
+}
