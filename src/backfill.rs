@@ -17,6 +17,9 @@ use crate::store::{PgSink, StoreError};
 /// Records per page: CallHippo's own page size.
 pub const PAGE_SIZE: usize = 100;
 
+/// The most pages a run reads: a million calls.
+const MAX_PAGES: u32 = 10_000;
+
 /// What to read.
 #[derive(Debug, Clone, Copy)]
 pub struct Range {
@@ -99,20 +102,48 @@ pub async fn sync_calls(
                 .map(|r| call_delivery(r, range.zone, now))
                 .collect();
             if !batch.is_empty() {
-                count(&mut figures, &sink.write(&batch).await?);
+                count(&mut figures, &write_retrying(sink, &batch).await?);
             }
             figures.pages += 1;
             figures.records += page.records.len() as u32;
             update_run(pool, run_id, &figures).await?;
             progress(&figures);
-            if !page.has_next || page.records.len() < PAGE_SIZE {
+            if !page.more_after(PAGE_SIZE) {
                 return Ok::<_, RunError>(());
+            }
+            // An API that ignored `skip` would list the same page for ever.
+            if figures.pages >= MAX_PAGES {
+                return Err(RunError::Api(ApiError::Refused(format!(
+                    "more than {MAX_PAGES} pages for {}..{}: the API seems to ignore skip; \
+                     read shorter ranges",
+                    range.from, range.to
+                ))));
             }
         }
     }
     .await;
-    finish_run(pool, run_id, &figures, result.as_ref().err()).await?;
+    // The run's own error matters more than one of recording it.
+    if let Err(e) = finish_run(pool, run_id, &figures, result.as_ref().err()).await {
+        tracing::error!(error = %e, run_id, "sync_runs: could not record the end of the run");
+        result?;
+        return Err(e.into());
+    }
     result.map(|()| figures)
+}
+
+/// A page written through the sink, a conflict with a concurrent writer (a webhook about the
+/// same call, another replica) tried again.
+async fn write_retrying(
+    sink: &PgSink,
+    batch: &[crate::delivery::Delivery],
+) -> Result<Vec<Outcome>, StoreError> {
+    crate::retry::retry(
+        crate::store::CONFLICT_RETRIES,
+        || sink.write(batch),
+        StoreError::is_conflict,
+        |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
+    )
+    .await
 }
 
 fn count(figures: &mut RunFigures, outcomes: &[Outcome]) {

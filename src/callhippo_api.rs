@@ -20,9 +20,20 @@ pub const PAGE_RETRIES: Backoff =
 #[derive(Debug)]
 pub struct Page {
     pub records: Vec<Value>,
-    /// Whether the API says another page follows.
-    pub has_next: bool,
+    /// Whether the API says another page follows; `None` when it does not say.
+    pub has_next: Option<bool>,
 }
+
+impl Page {
+    /// Whether to ask for the page after this one: as the API says when it says so (it may
+    /// send fewer records a page than asked), else while pages come back full.
+    pub fn more_after(&self, asked: usize) -> bool {
+        !self.records.is_empty() && self.has_next.unwrap_or(self.records.len() >= asked)
+    }
+}
+
+/// The longest wait a `Retry-After` is followed for; a longer one fails the page.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -96,8 +107,14 @@ impl ApiClient {
         loop {
             match self.post("activityfeed", &body).await {
                 Err((e, retry_after)) if e.may_pass() => match delays.next() {
+                    Some(_) if retry_after.is_some_and(|w| w > RETRY_AFTER_MAX) => {
+                        return Err(ApiError::Passing(format!(
+                            "{e}; it asks to wait {} s, longer than this run waits",
+                            retry_after.unwrap_or_default().as_secs()
+                        )))
+                    }
                     Some(backoff) => {
-                        let wait = retry_after.unwrap_or(backoff).max(jittered(backoff));
+                        let wait = retry_after.unwrap_or(jittered(backoff));
                         tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, skip, "CallHippo's API: trying the page again");
                         tokio::time::sleep(wait).await;
                     }
@@ -149,10 +166,13 @@ impl ApiClient {
             } else {
                 "not JSON"
             };
-            return Err((
-                ApiError::Passing(format!("HTTP {status}, {what}: {}", quote(&text))),
-                retry_after,
-            ));
+            let said = format!("HTTP {status}, {what}: {}", quote(&text));
+            // A 200 page of HTML is maintenance; a 404 page is a wrong CALLHIPPO_API_URL.
+            if status.is_client_error() {
+                let hint = format!("{said} (is CALLHIPPO_API_URL right?)");
+                return Err((ApiError::Refused(hint), None));
+            }
+            return Err((ApiError::Passing(said), retry_after));
         };
         if json.get("success") == Some(&Value::Bool(false)) || !status.is_success() {
             return Err((refusal(status, &said), None));
@@ -191,22 +211,26 @@ fn error_text(answer: &Value) -> Option<String> {
 
 /// `data.callLogs` (a list, or one object) and `data.hasNext`.
 fn read_page(answer: &Value) -> Result<Page, ApiError> {
-    let data = answer.get("data").unwrap_or(&Value::Null);
-    let records = match data.get("callLogs") {
+    let data = answer.get("data");
+    let records = match data.and_then(|d| d.get("callLogs")) {
         Some(Value::Array(list)) => list.clone(),
         Some(one @ Value::Object(_)) => vec![one.clone()],
-        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Null) => Vec::new(),
+        // Not the answer the notes describe: said, not guessed at.
         Some(other) => {
             return Err(ApiError::Refused(format!(
                 "data.callLogs is {}, not a list of call logs",
                 crate::payload::describe(other)
             )))
         }
+        None => {
+            return Err(ApiError::Refused(format!(
+                "an answer without data.callLogs: {}",
+                quote(&answer.to_string())
+            )))
+        }
     };
-    let has_next = data
-        .get("hasNext")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let has_next = data.and_then(|d| d.get("hasNext")).and_then(Value::as_bool);
     Ok(Page { records, has_next })
 }
 
@@ -264,23 +288,31 @@ mod tests {
 
     #[test]
     fn pages_hold_a_list_or_one_object() {
-        let one = read_page(
-            &json!({"success": true, "data": {"callLogs": {"callSid": "CA1"}, "hasNext": false}}),
-        )
-        .unwrap();
-        assert_eq!((one.records.len(), one.has_next), (1, false));
-        let list =
-            read_page(&json!({"success": true, "data": {"callLogs": [{}, {}], "hasNext": true}}))
-                .unwrap();
-        assert_eq!((list.records.len(), list.has_next), (2, true));
-        assert!(read_page(&json!({"data": {"callLogs": "none"}})).is_err());
-        assert_eq!(
-            read_page(&json!({"success": true, "data": {}}))
-                .unwrap()
-                .records
-                .len(),
-            0
+        let page = |v: Value| read_page(&v);
+        let one =
+            json!({"success": true, "data": {"callLogs": {"callSid": "CA1"}, "hasNext": false}});
+        let one = page(one).unwrap();
+        assert_eq!((one.records.len(), one.more_after(100)), (1, false));
+        let list = json!({"success": true, "data": {"callLogs": [{}, {}], "hasNext": true}});
+        let list = page(list).unwrap();
+        assert_eq!(list.records.len(), 2);
+        assert!(
+            list.more_after(100),
+            "hasNext wins over a short page (pages of 50)"
         );
+        let unsaid = page(json!({"success": true, "data": {"callLogs": [{}, {}]}})).unwrap();
+        assert!(
+            !unsaid.more_after(100) && unsaid.more_after(2),
+            "else full pages go on"
+        );
+        let empty = json!({"success": true, "data": {"callLogs": [], "hasNext": true}});
+        assert!(!page(empty).unwrap().more_after(100), "an empty page ends");
+        assert!(page(json!({"data": {"callLogs": "none"}})).is_err());
+        assert!(
+            page(json!({"success": true, "data": {}})).is_err(),
+            "no callLogs: said"
+        );
+        assert!(page(json!({"success": true})).is_err());
     }
 
     #[test]

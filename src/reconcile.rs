@@ -21,7 +21,8 @@ use crate::store::PgSink;
 /// Any constant the replicas agree on: held while one of them reconciles.
 const RECONCILE_LOCK_KEY: i64 = 0x6368_6970_7265_636f; // "chipreco"
 
-#[derive(Debug, Clone)]
+/// How to reconcile; its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct ReconcileSettings {
     pub api_url: String,
     pub token: String,
@@ -30,6 +31,18 @@ pub struct ReconcileSettings {
     pub every: Duration,
     /// Days read each time, today included.
     pub days: u32,
+}
+
+impl std::fmt::Debug for ReconcileSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReconcileSettings")
+            .field("api_url", &self.api_url)
+            .field("token", &"…")
+            .field("zone", &self.zone)
+            .field("every", &self.every)
+            .field("days", &self.days)
+            .finish()
+    }
 }
 
 /// Reconciles as soon as the schema is ready, then every `settings.every`, for as long as
@@ -47,7 +60,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         if let Err(e) = once(&settings, &client, &sink, &pool, &metrics).await {
-            tracing::warn!(error = %e, "reconcile: could not take the lock; will try again");
+            tracing::warn!(error = %e, "reconcile: the database did not answer; will try again");
         }
         tokio::time::sleep(settings.every).await;
     }
@@ -70,6 +83,25 @@ async fn once(
         tracing::debug!("reconcile: another replica is reconciling");
         return Ok(());
     }
+    reconcile_calls(settings, client, sink, metrics).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(RECONCILE_LOCK_KEY)
+        .execute(&mut *lock)
+        .await;
+    if unlocked.is_err() {
+        // Closing the session releases its lock for the other replicas.
+        drop(lock.detach());
+    }
+    Ok(())
+}
+
+/// Reads the last days' call logs and counts what they did in the metrics.
+async fn reconcile_calls(
+    settings: &ReconcileSettings,
+    client: &ApiClient,
+    sink: &PgSink,
+    metrics: &Metrics,
+) {
     let to = Utc::now().with_timezone(&settings.zone).date_naive();
     let from = to - chrono::Days::new(u64::from(settings.days.max(1) - 1));
     let range = Range {
@@ -101,9 +133,4 @@ async fn once(
         }
         Err(e) => tracing::warn!(error = %e, %from, %to, "reconcile: call logs: the run failed"),
     }
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(RECONCILE_LOCK_KEY)
-        .execute(&mut *lock)
-        .await?;
-    Ok(())
 }

@@ -97,7 +97,13 @@ pub async fn replay(
         let deliveries = (rows.iter())
             .map(|row| reread(row, zone))
             .collect::<Result<Vec<_>, _>>()?;
-        let outcomes = sink.rederive(&deliveries).await?;
+        let outcomes = crate::retry::retry(
+            crate::store::CONFLICT_RETRIES,
+            || sink.rederive(&deliveries),
+            crate::store::StoreError::is_conflict,
+            |e, _| tracing::debug!(error = %e, "replay: conflict with a concurrent writer; retrying"),
+        )
+        .await?;
 
         for outcome in outcomes {
             summary.read += 1;

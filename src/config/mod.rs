@@ -109,8 +109,8 @@ pub struct BackfillArgs {
     pub api: ApiArgs,
 }
 
-/// How to reach CallHippo's API.
-#[derive(Debug, Clone, Args)]
+/// How to reach CallHippo's API; its `Debug` leaves the token out.
+#[derive(Clone, Args)]
 pub struct ApiArgs {
     /// The account's API token (CallHippo: Integrations > API), sent as the apiToken header.
     #[arg(long, env = "CALLHIPPO_API_TOKEN", hide_env_values = true)]
@@ -124,6 +124,16 @@ pub struct ApiArgs {
     #[arg(long = "timezone", env = "CALLHIPPO_TIMEZONE", default_value = defaults::CALLHIPPO_TIMEZONE,
           value_parser = zone("CALLHIPPO_TIMEZONE"))]
     pub zone: chrono_tz::Tz,
+}
+
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiArgs")
+            .field("api_token", &self.api_token.as_ref().map(|_| "…"))
+            .field("api_url", &self.api_url)
+            .field("zone", &self.zone)
+            .finish()
+    }
 }
 
 impl ApiArgs {

@@ -263,17 +263,13 @@ fn batch_sql(new_calls: bool) -> String {
 
 /// Calls read from CallHippo's API (`FillEmpty`): a new call is inserted as the API's, with
 /// `updated_at` at the call's end (so that its webhook, received after the call, still
-/// completes it); a stored one only gains what it lacks, `parse_warnings` left as they are.
+/// completes it); a stored one only gains what webhooks never carry (`answered_at`,
+/// `api_id`). Filling a column the webhook carries would not last: the webhook's next write
+/// of the row (a redelivery, the spool, `replay`) holds its own value, empty or not.
 fn fill_calls_sql() -> String {
     let cols = api_call_columns(&[]);
     let (n, _) = TableNames::of::<CallRecord>();
-    let mut fill: Vec<&str> = n
-        .values
-        .iter()
-        .copied()
-        .filter(|c| *c != "parse_warnings")
-        .collect();
-    fill.extend(["answered_at", "api_id"]);
+    let fill = ["answered_at", "api_id"];
     let coalesced = (fill.iter())
         .map(|c| format!("COALESCE(t.{c}, excluded.{c})"))
         .collect::<Vec<_>>()

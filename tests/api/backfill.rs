@@ -106,26 +106,38 @@ async fn a_call_the_webhooks_missed_is_inserted_as_the_apis() {
 async fn a_webhook_row_keeps_every_value_and_only_gains_what_it_lacks() {
     let app = spawn_app().await;
     let sink = PgSink::new(app.pool.clone());
-    let (code, _) = app.post(without(CALL, "note")).await;
+    let webhook = without(CALL, "note");
+    let (code, _) = app.post(webhook.clone()).await;
     assert_eq!(code, 200);
     let before = app.row("SELECT updated_at, received_at FROM calls").await;
     let outcomes = write_api(&sink, &[api_record("64f1a0000000000000000001")]).await;
     assert_eq!(
         outcomes,
         [Outcome::Updated],
-        "answered_at, api_id and the note were empty"
+        "answered_at and api_id were empty"
     );
-    assert_eq!(
-        app.row(SELECT).await,
-        json!({"source": "webhook", "api_id": "64f1a0000000000000000001",
-               "answered_at": "2020-05-12T00:54:00+00:00", "note": "from the API",
-               "agent_name": "Demo User", "tags": ["Tag1", "Tag2"], "duration_seconds": 490,
-               "started_at": "2020-05-12T00:53:57.688+00:00"})
-    );
+    let expected = json!({"source": "webhook", "api_id": "64f1a0000000000000000001",
+           "answered_at": "2020-05-12T00:54:00+00:00", "note": null,
+           "agent_name": "Demo User", "tags": ["Tag1", "Tag2"], "duration_seconds": 490,
+           "started_at": "2020-05-12T00:53:57.688+00:00"});
+    // The webhook's own columns stay its own, empty ones too: its next write (a redelivery,
+    // the spool, replay) would hold them so again.
+    assert_eq!(app.row(SELECT).await, expected);
     assert_eq!(
         app.row("SELECT updated_at, received_at FROM calls").await,
         before,
         "filling is not a delivery of the call: its times stay the webhook's"
+    );
+    let (code, answer) = app.post(webhook).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (200, Some("duplicate")),
+        "the same bytes again"
+    );
+    assert_eq!(
+        app.row(SELECT).await,
+        expected,
+        "and what the API gave stays"
     );
     // Read again: nothing left to fill.
     assert_eq!(
@@ -512,4 +524,28 @@ async fn replay_rebuilds_what_the_api_filled_in() {
             json!({"source": "api", "kind": "call"}),
         ]
     );
+}
+
+/// An API that sends fewer records a page than asked, saying `hasNext`: every page is read.
+#[tokio::test]
+async fn pages_shorter_than_asked_are_followed_while_the_api_says_more_follow() {
+    use crate::fake_api::{FakeApi, Quirks, TOKEN};
+    let app = spawn_app().await;
+    let quirks = Quirks {
+        page_max: Some(50),
+        ..Quirks::default()
+    };
+    let api = FakeApi::start(listed_calls(120), quirks);
+    let (code, stdout, stderr) = backfill(&app, &api, TOKEN);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("pages 3, records 120, inserted 120"),
+        "{stdout}"
+    );
+    let skips: Vec<Value> = api
+        .requests()
+        .iter()
+        .map(|(_, b)| b["skip"].clone())
+        .collect();
+    assert_eq!(skips, [json!("0"), json!("50"), json!("100")]);
 }

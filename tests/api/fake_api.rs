@@ -22,6 +22,8 @@ pub struct Quirks {
     pub plan_starts: Option<NaiveDate>,
     /// A page of one record gives it as an object, not a list.
     pub single_as_object: bool,
+    /// Pages hold at most this many records, whatever `limit` asks.
+    pub page_max: Option<usize>,
 }
 
 #[derive(Default)]
@@ -133,6 +135,7 @@ async fn activity_feed(
         .filter(|(d, _)| (from..=to).contains(d))
         .map(|(_, r)| r)
         .collect();
+    let limit = s.quirks.page_max.map_or(limit, |max| limit.min(max));
     let page: Vec<Value> = in_range
         .iter()
         .skip(skip)

@@ -188,19 +188,17 @@ pub(in crate::store) fn api_call_columns<'a>(
 /// else only their empty columns filled (sql/calls_fill.sql).
 const FILL_CALLS: &str = include_str!("../sql/calls_fill.sql");
 
-/// Tags of calls read from the API, for the calls that have none: a call's tags come from
-/// its webhook when there is one.
+/// Tags of calls the API inserted (a call's tags are those of its newest delivery: a stored
+/// call keeps its own).
 const FILL_CALL_TAGS: &str = "
     INSERT INTO call_tags (call_sid, tag_id)
     SELECT w.call_sid, w.tag_id FROM unnest($1::text[], $2::integer[]) AS w(call_sid, tag_id)
-     WHERE NOT EXISTS (SELECT FROM call_tags ct WHERE ct.call_sid = w.call_sid)
      ORDER BY 1, 2
-    ON CONFLICT DO NOTHING
-    RETURNING call_sid";
+    ON CONFLICT DO NOTHING";
 
 /// Writes one round (each key once) of calls read from the API, with the merge rule
-/// `FillEmpty`: `stored` for a call the webhooks missed, `updated` for one whose empty
-/// columns (or missing tags) it filled, `duplicate` when it changed nothing.
+/// `FillEmpty`: `stored` for a call the webhooks missed (with its tags), `updated` for one
+/// that gained what only the API gives, `duplicate` when it changed nothing.
 pub(in crate::store) async fn fill_calls(
     conn: &mut PgConnection,
     round: &[Row<'_, CallRecord>],
@@ -216,30 +214,23 @@ pub(in crate::store) async fn fill_calls(
             .map(|row| Ok((row.try_get(0)?, row.try_get::<bool, _>(1)?)))
             .collect::<Result<_, sqlx::Error>>()?;
     let (mut sids, mut tags) = (Vec::new(), Vec::new());
-    for r in round {
+    for r in round
+        .iter()
+        .filter(|r| written.get(&r.record.call_sid) == Some(&true))
+    {
         for name in &r.record.tags {
             sids.push(r.record.call_sid.as_str());
             tags.push(tag_ids[name]);
         }
     }
-    let tagged: HashSet<String> = if sids.is_empty() {
-        HashSet::new()
-    } else {
-        (sqlx::query_scalar::<_, String>(FILL_CALL_TAGS)
-            .bind(&sids)
-            .bind(&tags))
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect()
-    };
+    if !sids.is_empty() {
+        (sqlx::query(FILL_CALL_TAGS).bind(&sids).bind(&tags))
+            .execute(&mut *conn)
+            .await?;
+    }
     for r in round {
         let sid = &r.record.call_sid;
-        outcomes[r.index] = match written.get(sid) {
-            Some(&inserted) => outcome_of_change(Some(inserted)),
-            None if tagged.contains(sid) => Outcome::Updated,
-            None => Outcome::Duplicate,
-        };
+        outcomes[r.index] = outcome_of_change(written.get(sid).copied());
     }
     Ok(())
 }
