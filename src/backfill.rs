@@ -36,7 +36,22 @@ pub enum Trigger {
     Reconcile,
 }
 
+/// How long after a call ends its webhook is still expected: reconciliation leaves such a
+/// call to its webhook, or to its next run, rather than take it for one the webhooks missed.
+pub const WEBHOOK_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
 impl Trigger {
+    /// Whether this run leaves a record to a later one: reconciliation, for a call that ended
+    /// (or, without an end, started) within [`WEBHOOK_GRACE`].
+    fn leaves_for_later(self, d: &crate::delivery::Delivery, now: chrono::DateTime<Utc>) -> bool {
+        use crate::event::{Reading, Record};
+        let Reading::Record(Record::Call(call)) = &d.decoded.reading else {
+            return false;
+        };
+        let last_moment = call.ended_at.or(call.started_at);
+        self == Trigger::Reconcile && last_moment.is_some_and(|t| t > now - WEBHOOK_GRACE)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Trigger::Backfill => "backfill",
@@ -57,6 +72,8 @@ pub struct RunFigures {
     pub unchanged: u32,
     /// Records without a readable key (kept in raw_events with the error).
     pub rejected: u32,
+    /// Calls too recent for reconciliation: their webhook may still come (not written).
+    pub deferred: u32,
 }
 
 impl std::fmt::Display for RunFigures {
@@ -65,7 +82,15 @@ impl std::fmt::Display for RunFigures {
             f,
             "pages {}, records {}, inserted {} (missed by webhooks), filled {}, unchanged {}, rejected {}",
             self.pages, self.records, self.inserted, self.filled, self.unchanged, self.rejected
-        )
+        )?;
+        if self.deferred > 0 {
+            write!(
+                f,
+                ", left for later {} (ended less than 15 min ago)",
+                self.deferred
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -98,9 +123,10 @@ pub async fn sync_calls(
                 .call_logs(range.from, range.to, skip, PAGE_SIZE)
                 .await?;
             let now = Utc::now();
-            let batch: Vec<_> = (page.records.iter())
+            let (batch, recent): (Vec<_>, Vec<_>) = (page.records.iter())
                 .map(|r| call_delivery(r, range.zone, now))
-                .collect();
+                .partition(|d| !trigger.leaves_for_later(d, now));
+            figures.deferred += recent.len() as u32;
             if !batch.is_empty() {
                 count(&mut figures, &write_retrying(sink, &batch).await?);
             }

@@ -83,6 +83,17 @@ async fn once(
         tracing::debug!("reconcile: another replica is reconciling");
         return Ok(());
     }
+    // Under the lock, a reconciliation still `running` is one whose process stopped.
+    let interrupted = sqlx::query(
+        "UPDATE sync_runs SET status = 'failed', finished_at = now(),
+                error = 'interrupted: the process stopped during the run'
+          WHERE trigger = 'reconcile' AND status = 'running'",
+    )
+    .execute(&mut *lock)
+    .await;
+    if let Err(e) = interrupted {
+        tracing::warn!(error = %e, "reconcile: could not mark interrupted runs");
+    }
     reconcile_calls(settings, client, sink, metrics).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(RECONCILE_LOCK_KEY)

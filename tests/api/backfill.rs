@@ -363,13 +363,16 @@ async fn serve_reconciles_and_fills_a_hole_left_while_the_webhooks_were_down() {
     use crate::fake_api::{FakeApi, Quirks, TOKEN};
     use callhippo_ingest::reconcile::ReconcileSettings;
     let today = chrono::Utc::now().date_naive();
-    let listed: Vec<_> = listed_calls(3)
+    let mut listed: Vec<_> = listed_calls(4)
         .into_iter()
         .map(|(_, mut record)| {
             record["date"] = json!(today.format("%b %-d, %Y").to_string());
             (today, record)
         })
         .collect();
+    // One ended a minute ago: its webhook may still come, so it waits for the next run.
+    let just_now = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
+    listed[3].1["callHangupTime"] = json!(just_now.to_rfc3339());
     let api = FakeApi::start(listed, Quirks::default());
     let url = api.url.clone();
     let app = spawn_app_with(move |s| {
@@ -400,6 +403,13 @@ async fn serve_reconciles_and_fills_a_hole_left_while_the_webhooks_were_down() {
     assert_eq!(
         run,
         json!({"trigger": "reconcile", "status": "succeeded", "two_days": true, "inserted": 3})
+    );
+    assert_eq!(app.row("SELECT records FROM sync_runs").await["records"], 4);
+    assert_eq!(
+        app.row("SELECT count(*) AS n FROM calls WHERE call_sid = 'CA-bf-0003'")
+            .await["n"],
+        0,
+        "a call that ended a minute ago is left to its webhook"
     );
     assert_eq!(
         app.row("SELECT count(*) AS n FROM calls WHERE source = 'api'")
