@@ -511,17 +511,7 @@ async fn replay_rebuilds_what_the_api_filled_in() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let out = bin()
-        .arg("replay")
-        .env("DATABASE_URL", &app.db.url)
-        .env("CALLHIPPO_TIMEZONE", "America/New_York")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    replay(&app.db, &["--timezone", "America/New_York"]);
     assert_eq!(app.row(snapshot).await, before);
     let kinds = app
         .rows("SELECT source, kind FROM raw_events ORDER BY id")

@@ -270,6 +270,25 @@ impl Drop for Served {
     }
 }
 
+/// Runs `replay` on `db` (with `args`), as an operator would; its stdout, the summary.
+pub fn replay(db: &TestDb, args: &[&str]) -> String {
+    let out = bin()
+        .arg("replay")
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("replay: "), "a progress line: {stderr}");
+    stdout.trim().to_owned()
+}
+
 /// `serve` as an operator would start it, on 127.0.0.1:`port`.
 pub fn serve_command(db_url: &str, port: u16, spool: &Path) -> Command {
     let mut c = bin();

@@ -8,24 +8,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn replay(db: &TestDb, args: &[&str]) -> String {
-    let out = bin()
-        .arg("replay")
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("replay: "), "a progress line: {stderr}");
-    stdout.trim().to_owned()
-}
-
 /// Everything the normalized tables say, without surrogate ids.
 async fn snapshot(app: &TestApp) -> Vec<Value> {
     let mut all = app

@@ -779,15 +779,6 @@ async fn extra_params_are_stored_and_rebuilt_by_replay() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let out = bin()
-        .arg("replay")
-        .env("DATABASE_URL", &app.db.url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    replay(&app.db, &[]);
     assert_eq!(app.row(select).await, row);
 }

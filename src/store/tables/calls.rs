@@ -188,14 +188,6 @@ pub(in crate::store) fn api_call_columns<'a>(
 /// else only their empty columns filled (sql/calls_fill.sql).
 const FILL_CALLS: &str = include_str!("../sql/calls_fill.sql");
 
-/// Tags of calls the API inserted (a call's tags are those of its newest delivery: a stored
-/// call keeps its own).
-const FILL_CALL_TAGS: &str = "
-    INSERT INTO call_tags (call_sid, tag_id)
-    SELECT w.call_sid, w.tag_id FROM unnest($1::text[], $2::integer[]) AS w(call_sid, tag_id)
-     ORDER BY 1, 2
-    ON CONFLICT DO NOTHING";
-
 /// Writes one round (each key once) of calls read from the API, with the merge rule
 /// `FillEmpty`: `stored` for a call the webhooks missed (with its tags), `updated` for one
 /// that gained what only the API gives, `duplicate` when it changed nothing.
@@ -224,7 +216,9 @@ pub(in crate::store) async fn fill_calls(
         }
     }
     if !sids.is_empty() {
-        (sqlx::query(FILL_CALL_TAGS).bind(&sids).bind(&tags))
+        // Only the calls it inserted: a stored call keeps its own tags (those of its newest
+        // delivery).
+        (sqlx::query(INSERT_CALL_TAGS).bind(&sids).bind(&tags))
             .execute(&mut *conn)
             .await?;
     }
