@@ -69,6 +69,7 @@ CREATE TABLE sync_runs (
     inserted    integer     NOT NULL DEFAULT 0,
     filled      integer     NOT NULL DEFAULT 0,
     unchanged   integer     NOT NULL DEFAULT 0,
+    rejected    integer     NOT NULL DEFAULT 0,
     error       text
 );
 CREATE INDEX sync_runs_kind_started_at_idx ON sync_runs (kind, started_at);
@@ -87,6 +88,7 @@ COMMENT ON COLUMN sync_runs.records IS 'Records the pages held.';
 COMMENT ON COLUMN sync_runs.inserted IS 'Rows inserted: calls or messages the webhooks had missed.';
 COMMENT ON COLUMN sync_runs.filled IS 'Rows already there whose empty columns the API record filled.';
 COMMENT ON COLUMN sync_runs.unchanged IS 'Records that changed nothing.';
+COMMENT ON COLUMN sync_runs.rejected IS 'Records that could not be read (no callSid): kept in raw_events with the error, written to no table.';
 COMMENT ON COLUMN sync_runs.error IS 'What went wrong, quoting what the API answered; NULL on success.';
 
 DO $grant$

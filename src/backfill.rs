@@ -204,14 +204,15 @@ async fn start_run(
 async fn update_run(pool: &PgPool, id: i64, f: &RunFigures) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE sync_runs SET pages = $2, records = $3, inserted = $4, filled = $5,
-                unchanged = $6 WHERE id = $1",
+                unchanged = $6, rejected = $7 WHERE id = $1",
     )
     .bind(id)
     .bind(f.pages as i32)
     .bind(f.records as i32)
     .bind(f.inserted as i32)
     .bind(f.filled as i32)
-    .bind((f.unchanged + f.rejected) as i32)
+    .bind(f.unchanged as i32)
+    .bind(f.rejected as i32)
     .execute(pool)
     .await
     .map(drop)

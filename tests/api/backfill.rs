@@ -212,6 +212,10 @@ async fn backfill_fills_in_what_the_webhooks_missed_and_a_second_run_changes_not
     let mut twice = listed[7].1.clone();
     twice["_id"] = json!("64f1ffffffffffffffffffff");
     listed.push((listed[7].0, twice));
+    // And a record without its key: archived with the error, counted as rejected.
+    let mut keyless = listed[9].1.clone();
+    keyless["callSid"] = json!("");
+    listed.push((listed[9].0, keyless));
     // Thirty of them came by webhook first.
     for i in 0..30 {
         let body = with(
@@ -231,7 +235,7 @@ async fn backfill_fills_in_what_the_webhooks_missed_and_a_second_run_changes_not
     let (code, stdout, stderr) = backfill(&app, &api, TOKEN);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("pages 2, records 151, inserted 120 (missed by webhooks), filled 30, unchanged 1, rejected 0"),
+        stdout.contains("pages 2, records 152, inserted 120 (missed by webhooks), filled 30, unchanged 1, rejected 1"),
         "{stdout}"
     );
     assert_eq!(app.count("calls").await, 150, "every call once");
@@ -265,13 +269,13 @@ async fn backfill_fills_in_what_the_webhooks_missed_and_a_second_run_changes_not
     let run = app
         .row(
             "SELECT trigger, status, range_from::text AS f, range_to::text AS t, pages, records,
-                     inserted, filled, unchanged, error FROM sync_runs",
+                     inserted, filled, unchanged, rejected, error FROM sync_runs",
         )
         .await;
     assert_eq!(
         run,
         json!({"trigger": "backfill", "status": "succeeded", "f": "2026-03-06", "t": "2026-03-10",
-               "pages": 2, "records": 151, "inserted": 120, "filled": 30, "unchanged": 1,
+               "pages": 2, "records": 152, "inserted": 120, "filled": 30, "unchanged": 1, "rejected": 1,
                "error": null})
     );
     // The requests as the API wants them: the token in its header, strings of digits, days
