@@ -21,19 +21,27 @@ impl Token {
     }
 
     /// Whether the request carries the secret in its query or its `Authorization` header.
+    /// One guess a request: several `token` parameters, or several `Authorization` headers,
+    /// are refused without trying any, so that one request cannot try thousands.
     pub fn admits(&self, req: &HttpRequest) -> bool {
-        let from_query = form_urlencoded::parse(req.query_string().as_bytes())
+        let query: Vec<_> = form_urlencoded::parse(req.query_string().as_bytes())
             .filter(|(k, _)| k == "token")
-            .any(|(_, v)| self.matches(&v));
-        let from_header = req
-            .headers()
+            .map(|(_, v)| v)
+            .collect();
+        let headers: Vec<_> = (req.headers())
             .get_all(actix_web::http::header::AUTHORIZATION)
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| {
+            .collect();
+        if query.len() > 1 || headers.len() > 1 {
+            return false;
+        }
+        let from_query = query.first().is_some_and(|v| self.matches(v));
+        let from_header = (headers.first())
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
                 let (scheme, rest) = v.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
             })
-            .any(|t| self.matches(t));
+            .is_some_and(|t| self.matches(t));
         // Both are checked, whatever the first says, to keep the time the same.
         from_query | from_header
     }

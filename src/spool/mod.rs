@@ -78,6 +78,13 @@ impl Spool {
     /// the appender. Must be called inside a tokio runtime.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let private = fs::Permissions::from_mode(segments::PRIVATE_DIR);
+            if let Err(e) = fs::set_permissions(dir, private) {
+                tracing::warn!(error = %e, dir = %dir.display(), "spool: cannot make the folder its user's alone (0700)");
+            }
+        }
         // Progress files whose segment is gone (a crash while removing it) would skip the
         // records of a new segment of the same number.
         for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
@@ -242,7 +249,7 @@ impl Spool {
             });
         // Not fsynced: after a crash, the drainer at worst writes a few events again,
         // which the idempotent upserts absorb.
-        if let Err(e) = fs::write(done_path(path), offset.to_string()) {
+        if let Err(e) = segments::write_private(&done_path(path), &offset.to_string()) {
             tracing::warn!(error = %e, "spool: cannot record drain progress");
         }
     }
@@ -417,6 +424,37 @@ mod tests {
         spool.append(&event(0)).await.unwrap();
         assert_eq!(drain_all(&spool).await, vec![event(0)]);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The spool holds personal data: its folder and files are its user's alone, whatever
+    /// the umask (the default 022 would give 0755 and 0644).
+    #[tokio::test]
+    async fn the_spool_is_readable_by_its_user_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir();
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        spool.append(&event(1)).await.unwrap();
+        let segment = spool.closed_segments().await.unwrap().remove(0);
+        let events = spool.read_segment(&segment).unwrap();
+        spool.mark_written(&segment, events[0].0, 1);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let files: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            files
+                .iter()
+                .any(|f| f.extension().is_some_and(|x| x == "done")),
+            "{files:?}"
+        );
+        for file in files {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

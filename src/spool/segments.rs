@@ -3,9 +3,27 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::frame;
+
+/// The spool holds phone numbers and message text: its files are its user's alone, and so
+/// is its folder, whatever the umask.
+pub(super) const PRIVATE_FILE: u32 = 0o600;
+pub(super) const PRIVATE_DIR: u32 = 0o700;
+
+/// Writes a small file of the spool's (a segment's progress), readable by its user alone.
+pub(super) fn write_private(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
 
 pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:012}.spool"))
@@ -19,6 +37,7 @@ pub(super) fn open_segment(dir: &Path, seq: u64) -> io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(PRIVATE_FILE)
         .open(segment_path(dir, seq))?;
     // The new file's name must survive a crash too.
     File::open(dir)?.sync_all()?;

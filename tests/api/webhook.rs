@@ -782,3 +782,34 @@ async fn extra_params_are_stored_and_rebuilt_by_replay() {
     replay(&app.db, &[]);
     assert_eq!(app.row(select).await, row);
 }
+
+/// One guess a request: several `token` parameters or several `Authorization` headers are
+/// refused, the right token among them or not.
+#[tokio::test]
+async fn a_request_carries_one_token_at_most() {
+    let app = spawn_app_with(|s| s.webhook_token = Some("0123456789abcdef-right".into())).await;
+    let url = app.webhook_url();
+    let post = |q: &str| app.client.post(format!("{url}{q}")).body(CALL);
+    let (code, _) = send(post("?token=0123456789abcdef-right")).await;
+    assert_eq!(code, 200);
+    for q in [
+        "?token=wrong&token=0123456789abcdef-right",
+        "?token=0123456789abcdef-right&token=0123456789abcdef-right",
+    ] {
+        let (code, answer) = send(post(q)).await;
+        assert_eq!(
+            (code, answer["status"].as_str()),
+            (401, Some("rejected")),
+            "{q}"
+        );
+    }
+    let (code, _) = send(
+        post("")
+            .header("Authorization", "Bearer wrong")
+            .header("Authorization", "Bearer 0123456789abcdef-right"),
+    )
+    .await;
+    assert_eq!(code, 401);
+    let (code, _) = send(post("").header("Authorization", "Bearer 0123456789abcdef-right")).await;
+    assert_eq!(code, 200);
+}
