@@ -127,10 +127,12 @@ impl<'a> Fields<'a> {
     pub(super) fn list(&mut self, name: &str, repeats: Repeats) -> Option<Vec<String>> {
         let v = self.get(name)?;
         let mut names: Vec<String> = Vec::new();
+        // Repeats found in linear time: a list may hold tens of thousands of names.
+        let mut seen = std::collections::HashSet::new();
         let mut push = |s: &str| {
             let s = s.trim();
-            let seen = repeats == Repeats::Drop && names.iter().any(|n| n == s);
-            if !s.is_empty() && !seen {
+            let repeated = repeats == Repeats::Drop && !seen.insert(s.to_owned());
+            if !s.is_empty() && !repeated {
                 names.push(s.to_owned());
             }
         };
@@ -173,6 +175,16 @@ impl<'a> Fields<'a> {
                 field,
                 format!("a name longer than {MAX_INDEXED_BYTES} bytes was dropped"),
             );
+        }
+        if names.len() > MAX_TAGS {
+            self.warn(
+                field,
+                format!(
+                    "{} names: the first {MAX_TAGS} kept, the rest dropped",
+                    names.len()
+                ),
+            );
+            names.truncate(MAX_TAGS);
         }
         names
     }
@@ -254,6 +266,9 @@ pub(super) fn scalar_text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// The most tags a call keeps: no real call has more, and each one is a row.
+pub(super) const MAX_TAGS: usize = 100;
 
 /// Whether a list keeps repeated names (dispositions) or drops them (tags).
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -639,3 +639,16 @@ fn extra_params_of_newer_payloads_fill_their_columns() {
     );
     assert_eq!(call(NEWER_CALL).virtual_number, None, "absent: NULL");
 }
+
+#[test]
+fn a_call_keeps_a_hundred_distinct_tags_at_most() {
+    let names: Vec<String> = (0..5000).map(|i| format!("tag-{}", i % 2500)).collect();
+    let c = call(&with(VENDOR_CALL, "tags", json!(names)));
+    assert_eq!(c.tags.len(), 100);
+    assert_eq!(c.tags[0], "tag-0");
+    assert_eq!(c.tags[99], "tag-99");
+    assert_eq!(
+        c.warnings["tags"],
+        "2500 names: the first 100 kept, the rest dropped"
+    );
+}

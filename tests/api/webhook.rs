@@ -813,3 +813,23 @@ async fn a_request_carries_one_token_at_most() {
     let (code, _) = send(post("").header("Authorization", "Bearer 0123456789abcdef-right")).await;
     assert_eq!(code, 200);
 }
+
+/// A tag name that is stored already takes no value of the ids' sequence, however often it
+/// comes again (here through replay, which looks every name up).
+#[tokio::test]
+async fn repeated_tag_names_use_no_ids() {
+    let app = spawn_app().await;
+    assert_eq!(app.post(CALL).await.0, 200);
+    let last_id = "SELECT last_value AS n FROM tags_id_seq";
+    assert_eq!(app.row(last_id).await["n"], 2, "Tag1 and Tag2");
+    for _ in 0..3 {
+        replay(&app.db, &[]);
+    }
+    let other = with(
+        &with(CALL, "callSid", json!("CA-tags-2")),
+        "tags",
+        json!(["Tag2", "Tag1", "New"]),
+    );
+    assert_eq!(app.post(other).await.0, 200);
+    assert_eq!(app.row(last_id).await["n"], 3, "one more name, one more id");
+}

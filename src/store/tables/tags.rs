@@ -64,7 +64,12 @@ pub(in crate::store) async fn ensure_tags<'a>(
     names.dedup();
     let rows = sqlx::query(
         "WITH added AS (
-             INSERT INTO tags (name) SELECT n FROM unnest($1::text[]) AS n ORDER BY n
+             -- Only names not stored yet: ON CONFLICT takes a value of the sequence for each
+             -- name it tries, so that repeated names would use ids up at the rate they come.
+             INSERT INTO tags (name)
+             SELECT n FROM unnest($1::text[]) AS n
+              WHERE NOT EXISTS (SELECT FROM tags t WHERE t.name = n)
+              ORDER BY n
              ON CONFLICT (name) DO NOTHING
              RETURNING id, name)
          SELECT id, name FROM added
