@@ -12,7 +12,7 @@ use crate::callhippo_api::{ApiClient, ApiError};
 use crate::delivery::Outcome;
 use crate::payload::api::call_delivery;
 use crate::sink::Sink;
-use crate::store::{PgSink, StoreError};
+use crate::store::{retry_conflicts, PgSink, StoreError};
 
 /// Records per page: CallHippo's own page size.
 pub const PAGE_SIZE: usize = 100;
@@ -128,7 +128,7 @@ pub async fn sync_calls(
                 .partition(|d| !trigger.leaves_for_later(d, now));
             figures.deferred += recent.len() as u32;
             if !batch.is_empty() {
-                count(&mut figures, &write_retrying(sink, &batch).await?);
+                count(&mut figures, &retry_conflicts(|| sink.write(&batch)).await?);
             }
             figures.pages += 1;
             figures.records += page.records.len() as u32;
@@ -155,21 +155,6 @@ pub async fn sync_calls(
         return Err(e.into());
     }
     result.map(|()| figures)
-}
-
-/// A page written through the sink, a conflict with a concurrent writer (a webhook about the
-/// same call, another replica) tried again.
-async fn write_retrying(
-    sink: &PgSink,
-    batch: &[crate::delivery::Delivery],
-) -> Result<Vec<Outcome>, StoreError> {
-    crate::retry::retry(
-        crate::store::CONFLICT_RETRIES,
-        || sink.write(batch),
-        StoreError::is_conflict,
-        |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
-    )
-    .await
 }
 
 fn count(figures: &mut RunFigures, outcomes: &[Outcome]) {

@@ -42,7 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let progress = replay::progress_printer(Duration::from_secs(2));
             let summary = replay::replay(
                 &sink,
-                args.zone,
+                args.account.zone,
                 &args.filter(),
                 args.batch as usize,
                 progress,
@@ -60,9 +60,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let range = backfill::Range {
                 from,
                 to,
-                zone: args.api.zone,
+                zone: args.api.account.zone,
             };
-            let label = format!("backfill: call logs {from}..{to} ({})", args.api.zone);
+            let label = format!(
+                "backfill: call logs {from}..{to} ({})",
+                args.api.account.zone
+            );
             let progress = backfill::Progress::new(&label);
             let result =
                 backfill::sync_calls(&client, &sink, range, backfill::Trigger::Backfill, |f| {

@@ -97,13 +97,7 @@ pub async fn replay(
         let deliveries = (rows.iter())
             .map(|row| reread(row, zone))
             .collect::<Result<Vec<_>, _>>()?;
-        let outcomes = crate::retry::retry(
-            crate::store::CONFLICT_RETRIES,
-            || sink.rederive(&deliveries),
-            crate::store::StoreError::is_conflict,
-            |e, _| tracing::debug!(error = %e, "replay: conflict with a concurrent writer; retrying"),
-        )
-        .await?;
+        let outcomes = crate::store::retry_conflicts(|| sink.rederive(&deliveries)).await?;
 
         for outcome in outcomes {
             summary.read += 1;

@@ -120,6 +120,14 @@ pub struct ApiArgs {
     #[arg(long, env = "CALLHIPPO_API_URL", default_value = defaults::CALLHIPPO_API_URL)]
     pub api_url: String,
 
+    #[command(flatten)]
+    pub account: AccountZone,
+}
+
+/// The account's time zone: CallHippo's API gives days and clock times in it, without an
+/// offset.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct AccountZone {
     /// The account's IANA time zone (e.g. America/New_York): the API's days and times are in it.
     #[arg(long = "timezone", env = "CALLHIPPO_TIMEZONE", default_value = defaults::CALLHIPPO_TIMEZONE,
           value_parser = zone("CALLHIPPO_TIMEZONE"))]
@@ -131,7 +139,7 @@ impl std::fmt::Debug for ApiArgs {
         f.debug_struct("ApiArgs")
             .field("api_token", &self.api_token.as_ref().map(|_| "…"))
             .field("api_url", &self.api_url)
-            .field("zone", &self.zone)
+            .field("zone", &self.account.zone)
             .finish()
     }
 }
@@ -161,7 +169,9 @@ impl BackfillArgs {
                     .into(),
             ));
         }
-        let today = Utc::now().with_timezone(&self.api.zone).date_naive();
+        let today = Utc::now()
+            .with_timezone(&self.api.account.zone)
+            .date_naive();
         let to = self.to.unwrap_or(today);
         let from = self.from.unwrap_or(to - chrono::Days::new(29));
         if from > to {
@@ -287,10 +297,9 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = defaults::REPLAY_BATCH, value_parser = whole("--batch", max::REPLAY_BATCH))]
     pub batch: u64,
 
-    /// The account's IANA time zone, for records read from CallHippo's API.
-    #[arg(long = "timezone", env = "CALLHIPPO_TIMEZONE", default_value = defaults::CALLHIPPO_TIMEZONE,
-          value_parser = zone("CALLHIPPO_TIMEZONE"))]
-    pub zone: chrono_tz::Tz,
+    // For records read from CallHippo's API.
+    #[command(flatten)]
+    pub account: AccountZone,
 }
 
 fn since(raw: &str) -> Result<DateTime<Utc>, String> {
@@ -432,7 +441,7 @@ impl ServeArgs {
         Some(crate::reconcile::ReconcileSettings {
             api_url: self.api.api_url.clone(),
             token: token.to_owned(),
-            zone: self.api.zone,
+            zone: self.api.account.zone,
             every: self.reconcile_interval,
             days: self.reconcile_days as u32,
         })

@@ -10,9 +10,8 @@ use super::batcher::Queue;
 use super::{Ack, Unavailable};
 use crate::delivery::{Delivery, Outcome, Source};
 use crate::metrics::Metrics;
-use crate::retry::retry;
 use crate::sink::Sink;
-use crate::store::{StoreError, CONFLICT_RETRIES};
+use crate::store::{retry_conflicts, StoreError};
 
 /// What writing a batch needs.
 #[derive(Clone)]
@@ -113,16 +112,11 @@ impl Writer {
     where
         F: std::future::Future<Output = Result<T, StoreError>>,
     {
-        retry(
-            CONFLICT_RETRIES,
-            || async {
-                tokio::time::timeout(self.timeout, attempt())
-                    .await
-                    .unwrap_or(Err(StoreError::TimedOut(self.timeout)))
-            },
-            StoreError::is_conflict,
-            |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
-        )
+        retry_conflicts(|| async {
+            tokio::time::timeout(self.timeout, attempt())
+                .await
+                .unwrap_or(Err(StoreError::TimedOut(self.timeout)))
+        })
         .await
     }
 

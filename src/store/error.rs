@@ -11,6 +11,21 @@ use crate::retry::Backoff;
 pub const CONFLICT_RETRIES: Backoff =
     Backoff::times(Duration::from_millis(4), Duration::from_millis(64), 5);
 
+/// Runs `attempt` again, on [`CONFLICT_RETRIES`], while it fails for a conflict with a
+/// concurrent writer (a webhook about the same call, another replica, `replay`).
+pub async fn retry_conflicts<T, F>(attempt: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    crate::retry::retry(
+        CONFLICT_RETRIES,
+        attempt,
+        StoreError::is_conflict,
+        |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
+    )
+    .await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached, or cannot take writes now (a standby, a full disk, a

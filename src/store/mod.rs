@@ -29,7 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use batch::NewCallsBet;
-pub use error::{is_unavailable, StoreError, CONFLICT_RETRIES};
+pub use error::{is_unavailable, retry_conflicts, StoreError, CONFLICT_RETRIES};
 pub use pg_sink::PgSink;
 pub use write::{write_batch, BatchMemory};
 

@@ -67,13 +67,11 @@ impl PgSink {
     /// Writes a batch on the connection that wrote last, keeping it for the next when it
     /// succeeded. Each delivery meets its row by its source's merge rule.
     async fn write_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
-        let filling = |d: &Delivery| d.source.merge_rule() == MergeRule::FillEmpty;
-        if batch.iter().any(filling) && !batch.iter().all(filling) {
+        let parts = parts_by_rule(batch);
+        if parts.len() > 1 {
             // Sources are not mixed in one batch by any caller; were they, each part alone.
-            let (fill, newest): (Vec<usize>, Vec<usize>) =
-                (0..batch.len()).partition(|&i| filling(&batch[i]));
             let mut outcomes = vec![Outcome::Duplicate; batch.len()];
-            for part in [fill, newest] {
+            for (_, part) in parts {
                 let deliveries: Vec<Delivery> = part.iter().map(|&i| batch[i].clone()).collect();
                 let written = Box::pin(self.write_once(&deliveries)).await?;
                 part.iter().zip(written).for_each(|(&i, o)| outcomes[i] = o);
@@ -81,10 +79,9 @@ impl PgSink {
             return Ok(outcomes);
         }
         let (mut conn, since) = self.connection().await?;
-        let result = if batch.iter().all(filling) && !batch.is_empty() {
-            write_filling(&mut conn, batch).await
-        } else {
-            write_batch(&mut conn, batch, &self.memory).await
+        let result = match parts.first() {
+            Some((MergeRule::FillEmpty, _)) => write_filling(&mut conn, batch).await,
+            _ => write_batch(&mut conn, batch, &self.memory).await,
         };
         if result.is_ok() {
             self.kept.keep(conn, since, self.others_served());
@@ -115,13 +112,7 @@ impl PgSink {
             .await?;
         // Each by its merge rule: what was read from the API only fills, as it did.
         let mut outcomes = vec![Outcome::Duplicate; batch.len()];
-        for rule in [MergeRule::NewestDelivery, MergeRule::FillEmpty] {
-            let part: Vec<usize> = (0..batch.len())
-                .filter(|&i| batch[i].source.merge_rule() == rule)
-                .collect();
-            if part.is_empty() {
-                continue;
-            }
+        for (rule, part) in parts_by_rule(batch) {
             let readings = part
                 .iter()
                 .map(|&i| Some((&batch[i].decoded.reading, batch[i].received)));
@@ -143,6 +134,19 @@ impl PgSink {
         tx.commit().await?;
         Ok(outcomes)
     }
+}
+
+/// The places of a batch's deliveries by their merge rule, the rules that have some only:
+/// newest-delivery ones first (the order replay applies them in).
+fn parts_by_rule(batch: &[Delivery]) -> Vec<(MergeRule, Vec<usize>)> {
+    [MergeRule::NewestDelivery, MergeRule::FillEmpty]
+        .into_iter()
+        .map(|rule| {
+            let part = (0..batch.len()).filter(|&i| batch[i].source.merge_rule() == rule);
+            (rule, part.collect::<Vec<usize>>())
+        })
+        .filter(|(_, part)| !part.is_empty())
+        .collect()
 }
 
 impl Sink for PgSink {

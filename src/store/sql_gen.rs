@@ -269,7 +269,10 @@ fn batch_sql(new_calls: bool) -> String {
 fn fill_calls_sql() -> String {
     let cols = api_call_columns(&[]);
     let (n, _) = TableNames::of::<CallRecord>();
-    let fill = ["answered_at", "api_id"];
+    // The columns only the API gives: those api_call_columns adds to a webhook's.
+    let fill: Vec<&str> = (cols[record_columns::<CallRecord>(&[]).len()..].iter())
+        .map(|c| c.name)
+        .collect();
     let coalesced = (fill.iter())
         .map(|c| format!("COALESCE(t.{c}, excluded.{c})"))
         .collect::<Vec<_>>()
