@@ -74,6 +74,8 @@ pub struct RunFigures {
     pub rejected: u32,
     /// Calls too recent for reconciliation: their webhook may still come (not written).
     pub deferred: u32,
+    /// Records about an erased identifier (`forget`): not written.
+    pub suppressed: u32,
 }
 
 impl std::fmt::Display for RunFigures {
@@ -83,6 +85,13 @@ impl std::fmt::Display for RunFigures {
             "pages {}, records {}, inserted {} (missed by webhooks), filled {}, unchanged {}, rejected {}",
             self.pages, self.records, self.inserted, self.filled, self.unchanged, self.rejected
         )?;
+        if self.suppressed > 0 {
+            write!(
+                f,
+                ", suppressed {} (about erased identifiers)",
+                self.suppressed
+            )?;
+        }
         if self.deferred > 0 {
             write!(
                 f,
@@ -164,6 +173,7 @@ fn count(figures: &mut RunFigures, outcomes: &[Outcome]) {
             Outcome::Updated => figures.filled += 1,
             Outcome::Duplicate | Outcome::Test | Outcome::Archived => figures.unchanged += 1,
             Outcome::Rejected => figures.rejected += 1,
+            Outcome::Suppressed => figures.suppressed += 1,
         }
     }
 }

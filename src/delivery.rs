@@ -108,6 +108,8 @@ pub enum Outcome {
     Test,
     Archived,
     Rejected,
+    /// About an erased identifier (`forget`): written nowhere.
+    Suppressed,
 }
 
 impl Outcome {
@@ -130,6 +132,7 @@ impl Outcome {
             Outcome::Test => "test",
             Outcome::Archived => "archived",
             Outcome::Rejected => "rejected",
+            Outcome::Suppressed => "suppressed",
         }
     }
 }

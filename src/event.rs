@@ -169,6 +169,16 @@ impl Record {
         }
     }
 
+    /// When the event happened: a call's start (else its log time), an SMS's time, a
+    /// status event's time. Retention goes by it.
+    pub fn event_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Record::Call(c) => c.started_at.or(c.logged_at),
+            Record::Sms(s) => Some(s.logged_at),
+            Record::CallStatus(s) => Some(s.occurred_at),
+        }
+    }
+
     pub fn warnings(&self) -> &Warnings {
         match self {
             Record::Call(c) => &c.warnings,

@@ -68,14 +68,14 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let metrics = Metrics {
-            events: counters(r, "callhippo_events_total", "Webhook deliveries by kind and answer status word.", &["kind", "outcome"]),
+            events: counters(r, "callhippo_events_total", "Webhook deliveries by kind and answer status word; outcome=suppressed also counts events about an erased identifier dropped from the spool and reconciliation.", &["kind", "outcome"]),
             refused: counters(r, "callhippo_requests_refused_total", "Requests refused before reading (401 no or wrong token, 413 too large, 400 unreadable body, 404 unknown path, 405 wrong method), by status code.", &["code"]),
             warnings: counters(r, "callhippo_parse_warnings_total", "Payload fields that could not be read (the row was kept with the column NULL), by field.", &["field"]),
             request_seconds: histogram(r, "callhippo_request_duration_seconds", "Time to answer a request to the webhook path, or one refused before its body was read, from the request to the answer.", seconds_buckets()),
             db_write_seconds: histogram(r, "callhippo_db_write_duration_seconds", "Time to write one batch to PostgreSQL (one transaction), retries included.", seconds_buckets()),
             batch_size: histogram(r, "callhippo_db_batch_size", "Events written per transaction.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
             spool_drained: registered(r, IntCounter::new("callhippo_spool_drained_total", "Spooled events written to the database after an outage.")),
-            sync_records: counters(r, "callhippo_sync_records_total", "Records read from CallHippo's API by reconciliation, by kind and result (inserted: missed by the webhooks, filled, unchanged, rejected).", &["kind", "result"]),
+            sync_records: counters(r, "callhippo_sync_records_total", "Records read from CallHippo's API by reconciliation, by kind and result (inserted: missed by the webhooks, filled, unchanged, rejected, suppressed: about an erased identifier).", &["kind", "result"]),
             sync_last_success: gauges(r, "callhippo_sync_last_success_timestamp_seconds", "When a reconciliation with CallHippo's API last succeeded (Unix time); 0 before the first.", &["kind"]),
             spool: gauges(r, "callhippo_spool_depth", "What waits in the spool for the database: unit=events or unit=bytes.", &["unit"]),
             last_written_at: gauges(r, "callhippo_last_event_written_timestamp_seconds", "When an event of this kind was last written to its table (Unix time); 0 before the first.", &["kind"]),
@@ -120,19 +120,22 @@ impl Metrics {
         self.db_write_seconds.observe(elapsed.as_secs_f64());
     }
 
-    /// An event of `kind` reached its table (stored, updated or found a duplicate).
-    /// Records a reconciliation page added, by result.
-    pub fn synced(&self, kind: &str, inserted: u64, filled: u64, unchanged: u64, rejected: u64) {
-        for (result, n) in [
-            ("inserted", inserted),
-            ("filled", filled),
-            ("unchanged", unchanged),
-            ("rejected", rejected),
-        ] {
+    /// Records what a reconciliation page added, by result.
+    pub fn synced(&self, kind: Kind, results: &[(&str, u32)]) {
+        for &(result, n) in results {
             self.sync_records
-                .with_label_values(&[kind, result])
-                .inc_by(n);
+                .with_label_values(&[kind.as_str(), result])
+                .inc_by(u64::from(n));
         }
+    }
+
+    /// Events of `kind` dropped for being about an erased identifier, whatever brought
+    /// them (the webhook counts its own answers with [`Metrics::event`]).
+    pub fn suppressed(&self, kind: Kind, n: u64) {
+        (self
+            .events
+            .with_label_values(&[kind.as_str(), "suppressed"]))
+        .inc_by(n);
     }
 
     /// A reconciliation of `kind` succeeded now.

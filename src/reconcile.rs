@@ -15,6 +15,7 @@ use sqlx::PgPool;
 
 use crate::backfill::{sync_calls, Range, RunFigures, Trigger};
 use crate::callhippo_api::ApiClient;
+use crate::event::Kind;
 use crate::metrics::Metrics;
 use crate::store::PgSink;
 
@@ -123,12 +124,16 @@ async fn reconcile_calls(
     let mut counted = RunFigures::default();
     let result = sync_calls(client, sink, range, Trigger::Reconcile, |f| {
         metrics.synced(
-            "call",
-            u64::from(f.inserted - counted.inserted),
-            u64::from(f.filled - counted.filled),
-            u64::from(f.unchanged - counted.unchanged),
-            u64::from(f.rejected - counted.rejected),
+            Kind::Call,
+            &[
+                ("inserted", f.inserted - counted.inserted),
+                ("filled", f.filled - counted.filled),
+                ("unchanged", f.unchanged - counted.unchanged),
+                ("rejected", f.rejected - counted.rejected),
+                ("suppressed", f.suppressed - counted.suppressed),
+            ],
         );
+        metrics.suppressed(Kind::Call, u64::from(f.suppressed - counted.suppressed));
         counted = *f;
     })
     .await;

@@ -39,6 +39,8 @@ pub struct Summary {
     pub unchanged: u64,
     /// Events the current reader still refuses.
     pub still_rejected: u64,
+    /// Events about an erased identifier, left unwritten.
+    pub suppressed: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -47,7 +49,15 @@ impl std::fmt::Display for Summary {
             f,
             "read {}, written {}, unchanged {}, still rejected {}",
             self.read, self.written, self.unchanged, self.still_rejected
-        )
+        )?;
+        if self.suppressed > 0 {
+            write!(
+                f,
+                ", suppressed {} (about erased identifiers)",
+                self.suppressed
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -105,6 +115,7 @@ pub async fn replay(
                 Outcome::Stored | Outcome::Updated => summary.written += 1,
                 Outcome::Duplicate | Outcome::Test | Outcome::Archived => summary.unchanged += 1,
                 Outcome::Rejected => summary.still_rejected += 1,
+                Outcome::Suppressed => summary.suppressed += 1,
             }
         }
         progress(&summary, total as u64);

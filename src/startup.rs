@@ -3,7 +3,6 @@
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -57,6 +56,7 @@ impl Application {
         }
         let metrics = Arc::new(Metrics::new());
         let sink = Arc::new(PgSink::new(pool.clone()));
+        let erasures = sink.erasures();
         let (ingestor, workers) = Ingestor::start(
             sink,
             settings.batch.clone(),
@@ -75,6 +75,7 @@ impl Application {
             token: settings.webhook_token.as_deref().map(Token::new),
             max_body_bytes: settings.max_body_bytes,
             refusals: http::RefusalLog::default(),
+            erasures,
         });
         let server =
             HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
@@ -139,15 +140,24 @@ fn start_background_tasks(
             schema_ready.clone(),
         ));
     }
-    if let Some(days) = settings.raw_retention_days {
+    let retention = store::retention::Retention {
+        raw_days: settings.raw_retention_days,
+        call_days: settings.call_retention_days,
+    };
+    if let Some(days) = retention.raw_days {
         tracing::info!(
             days,
-            "retention: raw events older than this are removed hourly"
+            "retention: raw events last received longer ago than this are removed hourly"
         );
+    }
+    if let Some(days) = retention.call_days {
+        tracing::info!(days, "retention: calls, SMS and status events older than this are removed hourly, with their raw events");
+    }
+    if retention != store::retention::Retention::default() {
         tokio::spawn(store::retention::run(
             pool.clone(),
-            days,
-            Duration::from_secs(3600),
+            retention,
+            crate::config::defaults::RETENTION_EVERY,
         ));
     }
     Ok(())

@@ -18,6 +18,8 @@ pub const CALLHIPPO_API_URL: &str = "https://web.callhippo.com/v1";
 pub const CALLHIPPO_TIMEZONE: &str = "UTC";
 pub const RECONCILE_INTERVAL: &str = "1h";
 pub const RECONCILE_DAYS: u64 = 2;
+/// How often retention (RAW_RETENTION_DAYS, CALL_RETENTION_DAYS) runs.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// `replay`: raw events per transaction.
 pub const REPLAY_BATCH: u64 = 500;
@@ -30,7 +32,7 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest values taken.
 pub mod max {
     pub const MAX_BODY_BYTES: u64 = 64 << 20;
-    pub const RAW_RETENTION_DAYS: u64 = 100_000;
+    pub const RETENTION_DAYS: u64 = 100_000;
     pub const DB_POOL_SIZE: u64 = 1_000;
     pub const DB_TIMEOUT_MS: u64 = 3_600_000;
     pub const BATCH_MAX: u64 = 10_000;

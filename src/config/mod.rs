@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::erasure::Identifier;
 use crate::ingest::BatchSettings;
 use crate::store::DbSettings;
 
@@ -39,11 +40,13 @@ fn address(name: &'static str) -> impl Fn(&str) -> Result<SocketAddr, String> + 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionDays(pub Option<u64>);
 
-fn days_or_forever(raw: &str) -> Result<RetentionDays, String> {
-    if raw.trim().is_empty() {
-        return Ok(RetentionDays(None));
+fn days_or_forever(name: &'static str) -> impl Fn(&str) -> Result<RetentionDays, String> + Clone {
+    move |raw| {
+        if raw.trim().is_empty() {
+            return Ok(RetentionDays(None));
+        }
+        whole(name, max::RETENTION_DAYS)(raw).map(|d| RetentionDays(Some(d)))
     }
-    whole("RAW_RETENTION_DAYS", max::RAW_RETENTION_DAYS)(raw).map(|d| RetentionDays(Some(d)))
 }
 
 fn log_format(raw: &str) -> Result<LogFormat, String> {
@@ -89,6 +92,50 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Read past call logs from CallHippo's API and fill in what the webhooks missed.
     Backfill(BackfillArgs),
+    /// Erase everything about a person or a call, and drop later events about them.
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForgetArgs {
+    /// A phone number, in any punctuation (+1 (555) 010-2030 = 15550102030). Repeatable.
+    #[arg(long = "phone", value_name = "N", value_parser = Identifier::phone)]
+    pub phones: Vec<Identifier>,
+
+    /// An e-mail address (an agent's or an admin's), in any case. Repeatable.
+    #[arg(long = "email", value_name = "E", value_parser = Identifier::email)]
+    pub emails: Vec<Identifier>,
+
+    /// One call, by its callSid, with everything that belongs to it. Repeatable.
+    #[arg(long = "call-sid", value_name = "S", value_parser = Identifier::call_sid)]
+    pub call_sids: Vec<Identifier>,
+
+    /// Count, per table, what would be removed, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The spool of a serve on this machine: forget refuses to run while it holds events.
+    #[arg(long, env = "SPOOL_DIR", default_value = defaults::SPOOL_DIR)]
+    pub spool_dir: PathBuf,
+}
+
+impl ForgetArgs {
+    /// Every identifier named, each once.
+    pub fn identifiers(&self) -> Result<Vec<Identifier>, SettingError> {
+        let mut ids: Vec<Identifier> = (self.phones.iter())
+            .chain(&self.emails)
+            .chain(&self.call_sids)
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Err(SettingError(
+                "forget: name at least one --phone, --email or --call-sid".into(),
+            ));
+        }
+        Ok(ids)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -222,8 +269,13 @@ pub struct ServeArgs {
 
     /// Remove raw_events rows last received more than this many days ago (unset or empty:
     /// keep forever).
-    #[arg(long, env = "RAW_RETENTION_DAYS", value_parser = days_or_forever)]
+    #[arg(long, env = "RAW_RETENTION_DAYS", value_parser = days_or_forever("RAW_RETENTION_DAYS"))]
     pub raw_retention_days: Option<RetentionDays>,
+
+    /// Remove calls, SMS and status events (with their raw events) whose time is more than
+    /// this many days ago (unset or empty: keep forever).
+    #[arg(long, env = "CALL_RETENTION_DAYS", value_parser = days_or_forever("CALL_RETENTION_DAYS"))]
+    pub call_retention_days: Option<RetentionDays>,
 
     /// Database connections in the pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = defaults::DB_POOL_SIZE,
@@ -359,6 +411,7 @@ pub struct ServeSettings {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub raw_retention_days: Option<u32>,
+    pub call_retention_days: Option<u32>,
     pub batch: BatchSettings,
     /// Reconciliation with CallHippo's API; `None` without a token.
     pub reconcile: Option<crate::reconcile::ReconcileSettings>,
@@ -379,6 +432,7 @@ impl ServeSettings {
             spool_dir: PathBuf::from(defaults::SPOOL_DIR),
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
             raw_retention_days: None,
+            call_retention_days: None,
             batch: BatchSettings::default(),
             reconcile: None,
         }
@@ -470,6 +524,9 @@ impl ServeArgs {
             spool_dir: self.spool_dir.clone(),
             spool_max_bytes: self.spool_max_bytes,
             raw_retention_days: (self.raw_retention_days)
+                .and_then(|RetentionDays(d)| d)
+                .map(|d| d as u32),
+            call_retention_days: (self.call_retention_days)
                 .and_then(|RetentionDays(d)| d)
                 .map(|d| d as u32),
             batch: BatchSettings {

@@ -34,6 +34,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Bounds the log lines of refused requests.
     pub refusals: refusals::RefusalLog,
+    /// What the writers know of erasures: an event about one is answered at once, neither
+    /// queued nor spooled (the writers check again, under the database's guard).
+    pub erasures: Arc<crate::erasure::Erasures>,
 }
 
 pub use refusals::RefusalLog;

@@ -81,6 +81,9 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
             .for_each(|f| state.metrics.parse_warning(f));
     }
     let answer = provisional_answer(&delivery.decoded.reading);
+    if state.erasures.suppresses(&delivery.decoded) {
+        return suppressed(answer);
+    }
     let ack = state.ingestor.submit(delivery).await;
     final_answer(answer, ack)
 }
@@ -120,6 +123,7 @@ fn final_answer(mut a: Answer, ack: Ack) -> Answer {
                 }
                 // Test, archived and rejected answers were settled by the reading.
                 Outcome::Test | Outcome::Archived | Outcome::Rejected => {}
+                Outcome::Suppressed => return suppressed(a),
             }
             a
         }
@@ -152,6 +156,15 @@ fn final_answer(mut a: Answer, ack: Ack) -> Answer {
                 ..a
             }
         }
+    }
+}
+
+/// The answer to an event about an erased identifier: it says nothing of the event, and
+/// the log line made of it carries no key.
+fn suppressed(a: Answer) -> Answer {
+    Answer {
+        kind: a.kind,
+        ..Answer::new(200, "suppressed")
     }
 }
 

@@ -70,8 +70,15 @@ impl Writer {
     /// Counts the events that reached their table.
     pub fn count_written(&self, batch: &[Delivery], acks: &[Ack]) {
         for (d, ack) in batch.iter().zip(acks) {
-            if let Ack::Written(Outcome::Stored | Outcome::Updated | Outcome::Duplicate) = ack {
-                (self.metrics).written(d.decoded.kind(), d.source == Source::Spool);
+            match ack {
+                Ack::Written(Outcome::Stored | Outcome::Updated | Outcome::Duplicate) => {
+                    (self.metrics).written(d.decoded.kind(), d.source == Source::Spool)
+                }
+                // The webhook counts its own answers.
+                Ack::Written(Outcome::Suppressed) if d.source == Source::Spool => {
+                    self.metrics.suppressed(d.decoded.kind(), 1)
+                }
+                _ => {}
             }
         }
     }

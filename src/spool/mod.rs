@@ -141,6 +141,21 @@ impl Spool {
         Ok(Spool { inner })
     }
 
+    /// How many events wait in the spool at `dir`, read without touching it (a running
+    /// `serve` may own it): 0 when there is no such folder.
+    pub fn pending_in(dir: &Path) -> io::Result<u64> {
+        if !dir.is_dir() {
+            return Ok(0);
+        }
+        let mut events = 0;
+        for (_, path) in segments(dir)? {
+            let done = read_done(&path);
+            let Scanned { records, .. } = scan(&path)?;
+            events += records.iter().filter(|(offset, _)| *offset >= done).count() as u64;
+        }
+        Ok(events)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

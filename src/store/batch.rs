@@ -84,11 +84,12 @@ pub(super) async fn write_usual(
     batch: &[Delivery],
     memory: &BatchMemory,
     mut plan: BatchPlan<'_>,
+    seen: i64,
 ) -> Result<Vec<Outcome>, StoreError> {
     let tag_ids = (memory.tags)
         .ids(conn, plan.calls.iter().flat_map(|r| &r.record.tags))
         .await?;
-    let written = run_statement(conn, batch, memory, &plan, &tag_ids).await?;
+    let written = run_statement(conn, batch, memory, &plan, &tag_ids, seen).await?;
     for r in &plan.sms {
         plan.outcomes[r.index] = outcome_of_change(written.sms.get(&r.record.sms_key).copied());
     }
@@ -121,7 +122,7 @@ pub(super) async fn write_usual(
         CONFLICT_RETRIES,
         (conn, plan.outcomes),
         |(conn, mut outcomes)| async move {
-            let result = update_calls(conn, calls, tag_ids, &mut outcomes).await;
+            let result = update_calls(conn, calls, tag_ids, &mut outcomes, seen).await;
             ((conn, outcomes), result)
         },
         StoreError::is_conflict,
@@ -137,8 +138,10 @@ async fn update_calls(
     calls: &[super::plan::Row<'_, CallRecord>],
     tag_ids: &HashMap<String, i32>,
     outcomes: &mut [Outcome],
+    seen: i64,
 ) -> Result<(), StoreError> {
     let mut tx = sqlx::Connection::begin(conn).await?;
+    super::erasures::guard(&mut tx, seen).await?;
     upsert_calls(&mut tx, calls, tag_ids, outcomes).await?;
     Ok(tx.commit().await?)
 }
@@ -150,6 +153,7 @@ async fn run_statement(
     memory: &BatchMemory,
     plan: &BatchPlan<'_>,
     tag_ids: &HashMap<String, i32>,
+    seen: i64,
 ) -> Result<Written, StoreError> {
     let (mut link_sids, mut link_tags) = (Vec::new(), Vec::new());
     for r in &plan.calls {
@@ -175,7 +179,7 @@ async fn run_statement(
         query = columns::bind(query, batch_call_columns(&call_rows, digests));
         query = query.bind(&link_sids).bind(&link_tags);
         query = columns::bind(query, record_columns(&sms_rows));
-        columns::bind(query, record_columns(&status_rows))
+        columns::bind(query, record_columns(&status_rows)).bind(seen)
     };
     // Only batches with calls bet, or count as batches written without betting.
     let bet = !plan.calls.is_empty() && memory.bet.take();
@@ -257,7 +261,8 @@ impl NewCallsBet {
 
 /// The one-statement batch (see the module's comment): sql/batch.sql. Its parameters, in
 /// order: the raw rows' columns, the call rows' columns, the calls' tag links (call_sid and
-/// tag id arrays), the SMS rows' columns, the status rows' columns. New calls are inserted
+/// tag id arrays), the SMS rows' columns, the status rows' columns, and the highest
+/// `erasures.id` the batch was checked against (its guard, migration V5). New calls are inserted
 /// (`DO NOTHING`): the returned ones are new, and get their tags; the others existed and are
 /// left to the transaction that follows.
 const BATCH: &str = include_str!("sql/batch.sql");

@@ -12,6 +12,8 @@ mod batch;
 mod columns;
 mod connections;
 pub mod database;
+pub mod erase;
+mod erasures;
 mod error;
 pub mod migrate;
 mod pg_sink;

@@ -5,15 +5,18 @@
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::connections::{Kept, KEPT_IDLE_MAX};
+use super::erasures;
 use super::plan::BatchPlan;
 use super::write::{write_batch, write_filling, write_in_rounds, BatchMemory};
 use super::StoreError;
 use crate::delivery::{Delivery, MergeRule, Outcome, Source};
+use crate::erasure::Erasures;
 use crate::event::{Reading, Rejection};
 use crate::sink::Sink;
 
@@ -22,6 +25,8 @@ pub struct PgSink {
     /// What batches remember from one to the next (tag ids, the bet on new calls).
     memory: BatchMemory,
     kept: Arc<Kept<PoolConnection<Postgres>>>,
+    /// The erasures batches are checked against.
+    erasures: Arc<Erasures>,
 }
 
 impl PgSink {
@@ -43,7 +48,14 @@ impl PgSink {
             pool,
             memory: BatchMemory::default(),
             kept,
+            erasures: Arc::default(),
         }
+    }
+
+    /// The erasures this sink checks batches against, as far as it has read them: the
+    /// webhook checks each event against them before it is queued or spooled.
+    pub fn erasures(&self) -> Arc<Erasures> {
+        self.erasures.clone()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -78,62 +90,158 @@ impl PgSink {
             }
             return Ok(outcomes);
         }
-        let (mut conn, since) = self.connection().await?;
-        let result = match parts.first() {
-            Some((MergeRule::FillEmpty, _)) => write_filling(&mut conn, batch).await,
-            _ => write_batch(&mut conn, batch, &self.memory).await,
+        let op = match parts.first() {
+            Some((MergeRule::FillEmpty, _)) => Op::Fill,
+            _ => Op::Write,
         };
+        let (mut conn, since) = self.connection().await?;
+        let result = self.guarded(&mut conn, batch, op).await;
         if result.is_ok() {
             self.kept.keep(conn, since, self.others_served());
         }
         result
     }
 
-    /// `replay`: the rows of archived deliveries, and their archived kind and error, in one
-    /// transaction.
-    async fn rederive_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
-        let ids: Vec<i64> = (batch.iter())
-            .filter_map(|d| match d.source {
-                Source::Replay { raw_id, .. } => Some(raw_id),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            ids.len(),
-            batch.len(),
-            "only replayed deliveries are re-derived"
-        );
-        let mut tx = self.pool.begin().await?;
-        // Raw rows first, in digest order: the lock order of live ingestion, so that a
-        // replay running beside serve cannot deadlock with it.
-        sqlx::query("SELECT 1 FROM raw_events WHERE id = ANY($1) ORDER BY body_sha256 FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        // Each by its merge rule: what was read from the API only fills, as it did.
-        let mut outcomes = vec![Outcome::Duplicate; batch.len()];
-        for (rule, part) in parts_by_rule(batch) {
-            let readings = part
-                .iter()
-                .map(|&i| Some((&batch[i].decoded.reading, batch[i].received)));
-            let written = write_in_rounds(&mut tx, BatchPlan::new(readings), rule).await?;
-            part.iter().zip(written).for_each(|(&i, o)| outcomes[i] = o);
+    /// Runs `op` on what of `batch` is about no erased identifier (the rest is
+    /// `suppressed`), under the guard of the erasures it was checked against; when they
+    /// changed meanwhile, reads them again and starts over.
+    async fn guarded(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Delivery],
+        op: Op,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut reloads = 0;
+        loop {
+            let seen = match self.erasures.seen() {
+                Some(seen) => seen,
+                None => {
+                    erasures::load(conn, &self.erasures).await?;
+                    continue;
+                }
+            };
+            let kept: Vec<usize> = (0..batch.len())
+                .filter(|&i| !self.erasures.suppresses(&batch[i].decoded))
+                .collect();
+            let result = if kept.len() == batch.len() {
+                self.run(conn, batch, op, seen).await
+            } else {
+                let part: Vec<Delivery> = kept.iter().map(|&i| batch[i].clone()).collect();
+                let mut outcomes = vec![Outcome::Suppressed; batch.len()];
+                let written = match part.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => self.run(conn, &part, op, seen).await,
+                };
+                written.map(|w| {
+                    kept.iter().zip(w).for_each(|(&i, o)| outcomes[i] = o);
+                    outcomes
+                })
+            };
+            match result {
+                Err(e) if e.is_erasures_changed() && reloads < ERASURE_RELOADS => {
+                    reloads += 1;
+                    tracing::debug!("erasures changed while writing: reading them again");
+                    erasures::load(conn, &self.erasures).await?;
+                }
+                other => return other,
+            }
         }
-        let kinds: Vec<&str> = batch.iter().map(|d| d.decoded.kind().as_str()).collect();
-        let errors: Vec<Option<String>> = batch.iter().map(|d| d.decoded.error()).collect();
-        sqlx::query(
-            "UPDATE raw_events r SET kind = u.kind, error = u.error
-               FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, kind, error)
-              WHERE r.id = u.id AND (r.kind, r.error) IS DISTINCT FROM (u.kind, u.error)",
-        )
+    }
+
+    async fn run(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Delivery],
+        op: Op,
+        seen: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        match op {
+            Op::Write => write_batch(conn, batch, &self.memory, seen).await,
+            Op::Fill => write_filling(conn, batch, seen).await,
+            Op::Rederive => rederive(conn, batch, seen).await,
+        }
+    }
+
+    /// `replay`: the rows of archived deliveries, and their archived kind and error.
+    async fn rederive_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.guarded(&mut conn, batch, Op::Rederive).await
+    }
+}
+
+/// How many times a batch is written again because erasures changed meanwhile (each
+/// `forget` changes them once).
+const ERASURE_RELOADS: u32 = 8;
+
+/// What to do with a batch.
+#[derive(Clone, Copy)]
+enum Op {
+    /// Archive and write as delivered (`MergeRule::NewestDelivery`).
+    Write,
+    /// Archive and fill what the tables lack (`MergeRule::FillEmpty`).
+    Fill,
+    /// Write the rows of archived deliveries again (`replay`).
+    Rederive,
+}
+
+/// `replay`: the rows of archived deliveries, and their archived kind, error and time, in
+/// one transaction.
+async fn rederive(
+    conn: &mut PgConnection,
+    batch: &[Delivery],
+    seen: i64,
+) -> Result<Vec<Outcome>, StoreError> {
+    let ids: Vec<i64> = (batch.iter())
+        .filter_map(|d| match d.source {
+            Source::Replay { raw_id, .. } => Some(raw_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        batch.len(),
+        "only replayed deliveries are re-derived"
+    );
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    erasures::guard(&mut tx, seen).await?;
+    // Raw rows first, in digest order: the lock order of live ingestion, so that a
+    // replay running beside serve cannot deadlock with it.
+    sqlx::query("SELECT 1 FROM raw_events WHERE id = ANY($1) ORDER BY body_sha256 FOR UPDATE")
         .bind(&ids)
-        .bind(&kinds)
-        .bind(&errors)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(outcomes)
+    // Each by its merge rule: what was read from the API only fills, as it did.
+    let mut outcomes = vec![Outcome::Duplicate; batch.len()];
+    for (rule, part) in parts_by_rule(batch) {
+        let readings = part
+            .iter()
+            .map(|&i| Some((&batch[i].decoded.reading, batch[i].received)));
+        let written = write_in_rounds(&mut tx, BatchPlan::new(readings), rule).await?;
+        part.iter().zip(written).for_each(|(&i, o)| outcomes[i] = o);
     }
+    let kinds: Vec<&str> = batch.iter().map(|d| d.decoded.kind().as_str()).collect();
+    let errors: Vec<Option<String>> = batch.iter().map(|d| d.decoded.error()).collect();
+    let times: Vec<Option<DateTime<Utc>>> = (batch.iter())
+        .map(|d| match &d.decoded.reading {
+            Reading::Record(r) => r.event_at(),
+            _ => None,
+        })
+        .collect();
+    sqlx::query(
+        "UPDATE raw_events r SET kind = u.kind, error = u.error, event_at = u.event_at
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[])
+                AS u(id, kind, error, event_at)
+          WHERE r.id = u.id
+            AND (r.kind, r.error, r.event_at) IS DISTINCT FROM (u.kind, u.error, u.event_at)",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&errors)
+    .bind(&times)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
 /// The places of a batch's deliveries by their merge rule, the rules that have some only:

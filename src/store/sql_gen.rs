@@ -52,7 +52,8 @@ fn raw_upsert_sql(param: usize) -> String {
                 received_at      = least(r.received_at, excluded.received_at),
                 deliveries       = r.deliveries + excluded.deliveries,
                 kind             = excluded.kind,
-                error            = excluded.error",
+                error            = excluded.error,
+                event_at         = coalesce(excluded.event_at, r.event_at)",
         names = names(&cols, ""),
         rows = unnest_select(&cols, param),
     )
@@ -198,6 +199,7 @@ fn batch_sql(new_calls: bool) -> String {
     let (call_names, _) = TableNames::of::<CallRecord>();
     let links_in = format!("unnest(${links}::text[], ${}::integer[])", links + 1);
     let (raw_returning, new_only, on_conflict, on_conflict_links) = bet_clauses(new_calls);
+    let guard = links + 2 + sms.params + status.params;
     format!(
         "WITH raw AS ({raw} RETURNING {raw_returning}),
          {calls_in},
@@ -249,7 +251,10 @@ fn batch_sql(new_calls: bool) -> String {
          UNION ALL SELECT 'links', NULL, NULL, NULL, count(*) > 0 FROM links
          UNION ALL SELECT 'call_unchanged', call_sid, NULL, NULL, false FROM calls_same
          UNION ALL SELECT 'sms', sms_key, NULL, NULL, inserted FROM sms_up
-         UNION ALL SELECT 'status', call_sid, status, occurred_at, inserted FROM status_up",
+         UNION ALL SELECT 'status', call_sid, status, occurred_at, inserted FROM status_up
+         -- Fails the statement, writing nothing, when erasures changed since the writer
+         -- checked the batch against them (migration V5).
+         UNION ALL SELECT 'guard', NULL, NULL, NULL, callhippo_erasures_unchanged(${guard}::bigint)",
         raw = raw_upsert_sql(1),
         all_names = list(&call_names.all, ""),
         old_values = list(&call_names.values, "t."),

@@ -5,6 +5,7 @@
 use sqlx::PgConnection;
 
 use super::batch::{self, NewCallsBet};
+use super::erasures::guard;
 use super::plan::{rounds, BatchPlan, StatusKey};
 use super::tables::call_status::upsert_statuses;
 use super::tables::calls::{fill_calls, upsert_calls};
@@ -22,35 +23,40 @@ pub struct BatchMemory {
 }
 
 /// Archives and writes a batch of deliveries as they arrived, and says, for each in order,
-/// what it did.
+/// what it did. `seen` is the highest `erasures.id` the batch was checked against: when
+/// erasures changed since, nothing is written (`StoreError::is_erasures_changed`).
 pub async fn write_batch(
     conn: &mut PgConnection,
     batch: &[Delivery],
     memory: &BatchMemory,
+    seen: i64,
 ) -> Result<Vec<Outcome>, StoreError> {
     let (mut plan, copies) = BatchPlan::of_deliveries(batch);
     let mut outcomes = if plan.has_repeats() {
         let mut tx = sqlx::Connection::begin(conn).await?;
+        guard(&mut tx, seen).await?;
         upsert_raw(&mut tx, batch).await?;
         let outcomes = write_in_rounds(&mut tx, plan, MergeRule::NewestDelivery).await?;
         tx.commit().await?;
         outcomes
     } else {
         plan.sort_by_key();
-        batch::write_usual(conn, batch, memory, plan).await?
+        batch::write_usual(conn, batch, memory, plan, seen).await?
     };
     copies.settle(&mut outcomes);
     Ok(outcomes)
 }
 
 /// Archives and writes records read from CallHippo's API, which only fill what the tables
-/// lack (`MergeRule::FillEmpty`), in one transaction.
+/// lack (`MergeRule::FillEmpty`), in one transaction; `seen` as for [`write_batch`].
 pub async fn write_filling(
     conn: &mut PgConnection,
     batch: &[Delivery],
+    seen: i64,
 ) -> Result<Vec<Outcome>, StoreError> {
     let (plan, copies) = BatchPlan::of_deliveries(batch);
     let mut tx = sqlx::Connection::begin(conn).await?;
+    guard(&mut tx, seen).await?;
     upsert_raw(&mut tx, batch).await?;
     let mut outcomes = write_in_rounds(&mut tx, plan, MergeRule::FillEmpty).await?;
     tx.commit().await?;

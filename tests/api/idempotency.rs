@@ -281,15 +281,15 @@ async fn an_older_delivery_written_late_leaves_the_newer_one() {
     let older = delivery(call("v1", "old"), 20);
     let older_tags_only = delivery(call("v2", "old"), 20);
     assert_eq!(
-        write_batch(&mut conn, &[newer], &tags).await.unwrap(),
+        write_batch(&mut conn, &[newer], &tags, 0).await.unwrap(),
         vec![Outcome::Stored]
     );
     assert_eq!(
-        write_batch(&mut conn, &[older], &tags).await.unwrap(),
+        write_batch(&mut conn, &[older], &tags, 0).await.unwrap(),
         vec![Outcome::Duplicate]
     );
     assert_eq!(
-        write_batch(&mut conn, &[older_tags_only], &tags)
+        write_batch(&mut conn, &[older_tags_only], &tags, 0)
             .await
             .unwrap(),
         vec![Outcome::Duplicate]
@@ -302,11 +302,15 @@ async fn an_older_delivery_written_late_leaves_the_newer_one() {
     let sms_newer = delivery(with(SMS, "status", json!("Delivered")), 10);
     let sms_older = delivery(with(SMS, "status", json!("Sent")), 20);
     assert_eq!(
-        write_batch(&mut conn, &[sms_newer], &tags).await.unwrap(),
+        write_batch(&mut conn, &[sms_newer], &tags, 0)
+            .await
+            .unwrap(),
         vec![Outcome::Stored]
     );
     assert_eq!(
-        write_batch(&mut conn, &[sms_older], &tags).await.unwrap(),
+        write_batch(&mut conn, &[sms_older], &tags, 0)
+            .await
+            .unwrap(),
         vec![Outcome::Duplicate]
     );
     assert_eq!(
@@ -316,7 +320,7 @@ async fn an_older_delivery_written_late_leaves_the_newer_one() {
     // A newer one still updates.
     let newest = delivery(call("v3", "newest"), 0);
     assert_eq!(
-        write_batch(&mut conn, &[newest], &tags).await.unwrap(),
+        write_batch(&mut conn, &[newest], &tags, 0).await.unwrap(),
         vec![Outcome::Updated]
     );
     assert_eq!(
@@ -372,7 +376,7 @@ async fn a_batch_that_loses_its_bet_on_new_calls_is_written_once_with_upserts() 
     let memory = BatchMemory::default();
     let mut conn = app.pool.acquire().await.unwrap();
     assert_eq!(
-        write_batch(&mut conn, &[delivery(CALL.into())], &memory)
+        write_batch(&mut conn, &[delivery(CALL.into())], &memory, 0)
             .await
             .unwrap(),
         vec![Outcome::Stored]
@@ -395,7 +399,7 @@ async fn a_batch_that_loses_its_bet_on_new_calls_is_written_once_with_upserts() 
         delivery(updated),
     ];
     assert_eq!(
-        write_batch(&mut conn, &batch, &memory).await.unwrap(),
+        write_batch(&mut conn, &batch, &memory, 0).await.unwrap(),
         vec![
             Outcome::Stored,
             Outcome::Stored,
@@ -429,13 +433,13 @@ async fn a_batch_that_loses_its_bet_on_new_calls_is_written_once_with_upserts() 
     // The next batch with calls does not bet; a batch without calls does not count.
     let sms_only = [delivery(with(SMS, "status", json!("Delivered")))];
     assert_eq!(
-        write_batch(&mut conn, &sms_only, &memory).await.unwrap(),
+        write_batch(&mut conn, &sms_only, &memory, 0).await.unwrap(),
         vec![Outcome::Updated]
     );
     assert_eq!(memory.bet.skipping(), 1);
     let third = with(CALL, "callSid", json!("CA-third"));
     assert_eq!(
-        write_batch(&mut conn, &[delivery(third.clone())], &memory)
+        write_batch(&mut conn, &[delivery(third.clone())], &memory, 0)
             .await
             .unwrap(),
         vec![Outcome::Stored]
@@ -444,7 +448,7 @@ async fn a_batch_that_loses_its_bet_on_new_calls_is_written_once_with_upserts() 
     // The one after it bets again: lost again, the penalty doubles.
     let third_updated = with(&third, "note", json!("updated"));
     assert_eq!(
-        write_batch(&mut conn, &[delivery(third_updated)], &memory)
+        write_batch(&mut conn, &[delivery(third_updated)], &memory, 0)
             .await
             .unwrap(),
         vec![Outcome::Updated]

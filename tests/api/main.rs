@@ -9,6 +9,7 @@ mod idempotency;
 mod metrics;
 mod operations;
 mod outage;
+mod personal_data;
 mod schema;
 mod views;
 mod webhook;

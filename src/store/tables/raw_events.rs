@@ -9,7 +9,10 @@ use super::super::columns::{self, Column, Columns};
 
 /// Keeps every delivery in `raw_events`: identical bytes are one row whose count grows.
 const UPSERT_RAW: &str = include_str!("../sql/raw_events_upsert.sql");
+use chrono::{DateTime, Utc};
+
 use crate::delivery::{Delivery, Times};
+use crate::event::Reading;
 
 /// One distinct body of a batch.
 pub(in crate::store) struct RawRow<'a> {
@@ -23,6 +26,7 @@ pub(in crate::store) struct RawRow<'a> {
     times: Times,
     deliveries: i32,
     source: &'static str,
+    event_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of `raw_events` the writer sets, named as in the table.
@@ -39,6 +43,7 @@ pub(in crate::store) fn raw_columns<'a>(rows: &'a [RawRow<'a>]) -> Vec<Column<'a
         .time("last_received_at", |r| Some(r.times.last))
         .int("deliveries", |r| Some(r.deliveries))
         .text("source", |r| Some(r.source))
+        .time("event_at", |r| r.event_at)
         .done()
 }
 
@@ -66,6 +71,10 @@ pub(in crate::store) fn raw_rows(batch: &[Delivery]) -> Vec<RawRow<'_>> {
                 times: at,
                 deliveries: 1,
                 source: d.source.archived_as(),
+                event_at: match &dec.reading {
+                    Reading::Record(r) => r.event_at(),
+                    _ => None,
+                },
             });
     }
     by_sha.into_values().collect()
