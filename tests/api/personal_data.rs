@@ -580,3 +580,32 @@ async fn call_retention_removes_old_calls_sms_and_status_events_with_their_raw_e
         ]
     );
 }
+
+#[tokio::test]
+async fn serve_applies_call_retention_at_start() {
+    let app = spawn_app().await;
+    let old = with(
+        &call("CA-ancient", "+4930901820", "+442071838750", &[]),
+        "startTime",
+        json!("2021-01-01T00:00:00Z"),
+    );
+    assert_eq!(app.post(old).await.0, 200);
+    let recent = with(
+        &call("CA-recent", "+4930901820", "+442071838750", &[]),
+        "startTime",
+        json!(chrono::Utc::now().to_rfc3339()),
+    );
+    assert_eq!(app.post(recent).await.0, 200);
+    let _second = spawn_app_on(&app.db, |s| s.call_retention_days = Some(365)).await;
+    for _ in 0..100 {
+        if app.count("calls").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.rows("SELECT call_sid FROM calls").await,
+        [json!({"call_sid": "CA-recent"})]
+    );
+    assert_eq!(app.count("raw_events").await, 1);
+}
