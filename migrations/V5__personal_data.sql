@@ -80,6 +80,8 @@ CREATE INDEX raw_events_event_at_idx ON raw_events (event_at) WHERE event_at IS 
 CREATE INDEX call_status_occurred_at_idx ON call_status (occurred_at);
 CREATE INDEX calls_logged_at_unstarted_idx ON calls (logged_at) WHERE started_at IS NULL;
 
+-- The reader reads every table (docs/reference.md §6), this one too; an operator who would
+-- rather not show who asked to be erased revokes it (see §9).
 DO $grant$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'callhippo_reader') THEN

@@ -32,8 +32,17 @@ impl fmt::Display for Report {
             "removed"
         };
         writeln!(f, "forget: {named}: {verb}")?;
-        for (table, n) in &self.counts {
-            writeln!(f, "  {table:<12} {n:>9} rows")?;
+        // Rows of each table; then the values emptied in rows that stay (another person's
+        // call whose note gives the number), only where there are some.
+        for (table, n) in self.counts.iter().filter(|(t, _)| !t.contains('.')) {
+            writeln!(f, "  {table:<22} {n:>9} rows")?;
+        }
+        for (column, n) in self
+            .counts
+            .iter()
+            .filter(|(t, n)| t.contains('.') && **n > 0)
+        {
+            writeln!(f, "  {column:<22} {n:>9} values emptied")?;
         }
         if self.dry_run {
             write!(f, "run it again without --dry-run to erase")

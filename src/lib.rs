@@ -19,6 +19,7 @@ pub mod payload;
 pub mod reconcile;
 pub mod replay;
 pub mod retry;
+pub mod rollup;
 pub mod sink;
 pub mod spool;
 pub mod startup;

@@ -6,7 +6,7 @@ use callhippo_ingest::callhippo_api::{ApiClient, ApiError};
 use callhippo_ingest::config::{Cli, Command, SettingError};
 use callhippo_ingest::startup::{self, Application};
 use callhippo_ingest::store::PgSink;
-use callhippo_ingest::{forget, healthcheck, replay, telemetry};
+use callhippo_ingest::{forget, healthcheck, replay, rollup, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -89,6 +89,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = startup::command_pool(&db)?;
             let report = forget::forget(&pool, &ids, args.dry_run, &args.spool_dir).await?;
             println!("{report}");
+        }
+        Command::Rollup(args) => {
+            let db = cli.db_settings()?;
+            startup::migrate_once(&db).await?;
+            let pool = startup::command_pool(&db)?;
+            println!("{}", rollup::rollup_now(&pool, &args.settings()).await?);
         }
         Command::Healthcheck(args) => {
             let timeout = Duration::from_millis(args.timeout_ms);

@@ -57,6 +57,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let sink = Arc::new(PgSink::new(pool.clone()));
         let erasures = sink.erasures();
+        tokio::spawn(refresh_erasures(sink.clone(), schema_ready.clone()));
         let (ingestor, workers) = Ingestor::start(
             sink,
             settings.batch.clone(),
@@ -140,6 +141,12 @@ fn start_background_tasks(
             schema_ready.clone(),
         ));
     }
+    tokio::spawn(crate::rollup::run(
+        pool.clone(),
+        settings.report,
+        crate::config::defaults::ROLLUP_EVERY,
+        schema_ready.clone(),
+    ));
     let retention = store::retention::Retention {
         raw_days: settings.raw_retention_days,
         call_days: settings.call_retention_days,
@@ -161,6 +168,18 @@ fn start_background_tasks(
         ));
     }
     Ok(())
+}
+
+/// Keeps what the webhook knows of erasures current (every write checks again anyway).
+async fn refresh_erasures(sink: Arc<PgSink>, schema_ready: Arc<AtomicBool>) {
+    loop {
+        if schema_ready.load(Ordering::Acquire) {
+            if let Err(e) = sink.refresh_erasures().await {
+                tracing::debug!(error = %e, "could not read erasures; will try again");
+            }
+        }
+        tokio::time::sleep(crate::config::defaults::ERASURES_REFRESH).await;
+    }
 }
 
 /// Opens the spool; a folder that cannot be one is a setting to fix.

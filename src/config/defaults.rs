@@ -18,6 +18,14 @@ pub const CALLHIPPO_API_URL: &str = "https://web.callhippo.com/v1";
 pub const CALLHIPPO_TIMEZONE: &str = "UTC";
 pub const RECONCILE_INTERVAL: &str = "1h";
 pub const RECONCILE_DAYS: u64 = 2;
+pub const REPORT_TIMEZONE: &str = "UTC";
+pub const SERVICE_LEVEL_SECONDS: u64 = 20;
+pub const CALLBACK_WINDOW: &str = "24h";
+pub const CALLBACK_WINDOW_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// How often `serve` reads erasures again for the webhook's check of each event.
+pub const ERASURES_REFRESH: Duration = Duration::from_secs(10);
+/// How often `serve` brings the summary tables up to date.
+pub const ROLLUP_EVERY: Duration = Duration::from_secs(5);
 /// How often retention (RAW_RETENTION_DAYS, CALL_RETENTION_DAYS) runs.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -33,6 +41,7 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 pub mod max {
     pub const MAX_BODY_BYTES: u64 = 64 << 20;
     pub const RETENTION_DAYS: u64 = 100_000;
+    pub const SERVICE_LEVEL_SECONDS: u64 = 3_600;
     pub const DB_POOL_SIZE: u64 = 1_000;
     pub const DB_TIMEOUT_MS: u64 = 3_600_000;
     pub const BATCH_MAX: u64 = 10_000;

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::erasure::Identifier;
 use crate::ingest::BatchSettings;
+use crate::store::rollup::ReportSettings;
 use crate::store::DbSettings;
 
 pub mod defaults;
@@ -94,6 +95,38 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Erase everything about a person or a call, and drop later events about them.
     Forget(ForgetArgs),
+    /// Bring the summary tables behind the statistics views up to date, and exit.
+    Rollup(ReportArgs),
+}
+
+/// What the statistics views' summaries are computed with.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The IANA time zone whose calendar days the statistics views use.
+    #[arg(long, env = "REPORT_TIMEZONE", default_value = defaults::REPORT_TIMEZONE,
+          value_parser = zone("REPORT_TIMEZONE"))]
+    pub report_timezone: chrono_tz::Tz,
+
+    /// An incoming call answered within this many seconds of ringing meets the service level.
+    #[arg(long, env = "SERVICE_LEVEL_SECONDS", default_value_t = defaults::SERVICE_LEVEL_SECONDS,
+          value_parser = whole("SERVICE_LEVEL_SECONDS", max::SERVICE_LEVEL_SECONDS))]
+    pub service_level_seconds: u64,
+
+    /// A missed incoming call is returned when its caller was called back, or called again
+    /// and was answered, within this time (30m, 24h, 2d…).
+    #[arg(long, env = "CALLBACK_WINDOW", default_value = defaults::CALLBACK_WINDOW,
+          value_parser = interval("CALLBACK_WINDOW"))]
+    pub callback_window: Duration,
+}
+
+impl ReportArgs {
+    pub fn settings(&self) -> ReportSettings {
+        ReportSettings {
+            zone: self.report_timezone,
+            service_level_seconds: self.service_level_seconds as u32,
+            callback_window: self.callback_window,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -311,6 +344,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub api: ApiArgs,
+
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 /// A length of time such as `90s`, `30m`, `1h` or `1d`, at least a minute.
@@ -412,6 +448,8 @@ pub struct ServeSettings {
     pub spool_max_bytes: u64,
     pub raw_retention_days: Option<u32>,
     pub call_retention_days: Option<u32>,
+    /// How the statistics views' summaries are computed.
+    pub report: ReportSettings,
     pub batch: BatchSettings,
     /// Reconciliation with CallHippo's API; `None` without a token.
     pub reconcile: Option<crate::reconcile::ReconcileSettings>,
@@ -433,6 +471,7 @@ impl ServeSettings {
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
             raw_retention_days: None,
             call_retention_days: None,
+            report: ReportSettings::default(),
             batch: BatchSettings::default(),
             reconcile: None,
         }
@@ -529,6 +568,7 @@ impl ServeArgs {
             call_retention_days: (self.call_retention_days)
                 .and_then(|RetentionDays(d)| d)
                 .map(|d| d as u32),
+            report: self.report.settings(),
             batch: BatchSettings {
                 batch_max: self.batch_max as usize,
                 workers: self.writers as usize,

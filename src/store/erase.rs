@@ -121,10 +121,72 @@ fn tables() -> [(&'static str, String); 5] {
     ]
 }
 
-/// Counts, per table, the rows that hold any of `ids`; changes nothing.
+/// Text columns of rows that stay (another person's call whose note gives the number):
+/// emptied where they hold an identifier. `(label, table, column, the column as text)`.
+const REDACTED: [(&str, &str, &str, &str); 8] = [
+    ("calls.note", "calls", "note", "note"),
+    ("calls.reason", "calls", "reason", "reason"),
+    (
+        "calls.status_reason",
+        "calls",
+        "status_reason",
+        "status_reason",
+    ),
+    (
+        "calls.recording_url",
+        "calls",
+        "recording_url",
+        "recording_url",
+    ),
+    (
+        "calls.dispositions",
+        "calls",
+        "dispositions",
+        "array_to_string(dispositions, ' ')",
+    ),
+    (
+        "calls.parse_warnings",
+        "calls",
+        "parse_warnings",
+        "parse_warnings::text",
+    ),
+    ("sms.content", "sms", "content", "content"),
+    (
+        "sms.parse_warnings",
+        "sms",
+        "parse_warnings",
+        "parse_warnings::text",
+    ),
+];
+
+/// Whether the text `t` holds any of the identifiers (parameters as for [`CALLS`]).
+fn holds_any(t: &str) -> String {
+    format!(
+        "(EXISTS (SELECT FROM unnest($1::text[]) AS p(d) WHERE callhippo_holds_phone({t}, p.d))
+          OR EXISTS (SELECT FROM unnest($2::text[]) AS w(v) WHERE callhippo_holds_email({t}, w.v))
+          OR EXISTS (SELECT FROM unnest($3::text[]) AS w(v) WHERE callhippo_holds_token({t}, w.v)))"
+    )
+}
+
+/// Counts, per table, the rows that hold any of `ids` (and, per column, the values of rows
+/// that stay that would be emptied); changes nothing.
 pub async fn count(pool: &PgPool, ids: &[Identifier]) -> Result<Counts, sqlx::Error> {
     let wanted = Wanted::of(ids);
     let mut counts = Counts::new();
+    for (label, table, _, text) in REDACTED {
+        let mut tx = unhurried(pool).await?;
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE {}",
+            holds_any(text)
+        ))
+        .bind(&wanted.phones)
+        .bind(&wanted.emails)
+        .bind(&wanted.sids)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        counts.insert(label, n as u64);
+    }
     for (table, rows) in tables() {
         let mut tx = unhurried(pool).await?;
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) {rows}"))
@@ -151,6 +213,21 @@ pub async fn erase(
     wait_for_older_writers(pool, wait_at_most).await?;
     let wanted = Wanted::of(ids);
     let mut counts = Counts::new();
+    for (label, table, column, text) in REDACTED {
+        let mut tx = unhurried(pool).await?;
+        let n = sqlx::query(&format!(
+            "UPDATE {table} SET {column} = NULL WHERE {}",
+            holds_any(text)
+        ))
+        .bind(&wanted.phones)
+        .bind(&wanted.emails)
+        .bind(&wanted.sids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        counts.insert(label, n);
+    }
     for (table, rows) in tables() {
         let mut tx = unhurried(pool).await?;
         let n = sqlx::query(&format!("DELETE {rows}"))
@@ -163,9 +240,13 @@ pub async fn erase(
         tx.commit().await?;
         counts.insert(table, n);
     }
+    let recorded: Counts = (counts.iter())
+        .filter(|(t, n)| !t.contains('.') || **n > 0)
+        .map(|(t, n)| (*t, *n))
+        .collect();
     sqlx::query("UPDATE erasures SET rows = $2 WHERE id = ANY ($1)")
         .bind(&erasure_ids)
-        .bind(sqlx::types::Json(&counts))
+        .bind(sqlx::types::Json(&recorded))
         .execute(pool)
         .await?;
     Ok(counts)
@@ -177,7 +258,7 @@ async fn unhurried(
     pool: &PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL statement_timeout = 0")
+    sqlx::query("SELECT set_config('statement_timeout', '0', true), set_config('enable_seqscan', 'on', true)")
         .execute(&mut *tx)
         .await?;
     Ok(tx)
@@ -213,12 +294,14 @@ async fn wait_for_older_writers(pool: &PgPool, at_most: Duration) -> anyhow::Res
         .await?;
     let started = Instant::now();
     loop {
+        // Transactions of other databases on the server cannot write here: not waited for.
         let running: Vec<i32> = sqlx::query_scalar(
             "SELECT coalesce(a.pid, 0)
                FROM pg_snapshot_xip($1::pg_snapshot) AS x(id)
                LEFT JOIN pg_stat_activity a
                     ON a.backend_xid::text::bigint = x.id::text::bigint % 4294967296
-              WHERE pg_xact_status(x.id) = 'in progress'",
+              WHERE pg_xact_status(x.id) = 'in progress'
+                AND (a.pid IS NULL OR a.datname = current_database())",
         )
         .bind(&snapshot)
         .fetch_all(pool)

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use super::error::sqlstate;
 use super::StoreError;
-use crate::erasure::{Digest, Erasures};
+use crate::erasure::{Digest, Erasures, IdKind};
 
 /// The guard's SQLSTATE.
 const ERASURES_CHANGED: &str = "CHE01";
@@ -20,13 +20,14 @@ impl StoreError {
 
 /// Reads every erasure into `erasures`.
 pub(super) async fn load(conn: &mut PgConnection, erasures: &Erasures) -> Result<(), StoreError> {
-    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT id, identifier_sha256 FROM erasures")
-        .fetch_all(&mut *conn)
-        .await?;
-    let seen = rows.iter().map(|(id, _)| *id).max().unwrap_or(0);
-    let digests = rows
-        .into_iter()
-        .filter_map(|(_, d)| Digest::try_from(d.as_slice()).ok());
+    let rows: Vec<(i64, String, Vec<u8>)> =
+        sqlx::query_as("SELECT id, kind, identifier_sha256 FROM erasures")
+            .fetch_all(&mut *conn)
+            .await?;
+    let seen = rows.iter().map(|(id, _, _)| *id).max().unwrap_or(0);
+    let digests = rows.into_iter().filter_map(|(_, kind, d)| {
+        Some((IdKind::parse(&kind)?, Digest::try_from(d.as_slice()).ok()?))
+    });
     erasures.replace(seen, digests);
     Ok(())
 }

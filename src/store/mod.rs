@@ -19,6 +19,7 @@ pub mod migrate;
 mod pg_sink;
 mod plan;
 pub mod retention;
+pub mod rollup;
 #[cfg(test)]
 mod sql_gen;
 mod tables;
@@ -61,6 +62,12 @@ pub fn connect_options(url: &str, timeout: Duration) -> Result<PgConnectOptions,
             // database) would keep scanning it whole as it grows. This only prices
             // sequential scans out; none is forbidden.
             ("enable_seqscan", "off".to_owned()),
+            // The erasure guard (migration V5) relies on each statement's own snapshot,
+            // whatever the database's default.
+            (
+                "default_transaction_isolation",
+                r"read\ committed".to_owned(),
+            ),
         ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))

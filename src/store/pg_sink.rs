@@ -52,6 +52,13 @@ impl PgSink {
         }
     }
 
+    /// Reads erasures again (writes do when the guard says they changed; this keeps the
+    /// webhook's own check current between writes, and before the first).
+    pub async fn refresh_erasures(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        erasures::load(&mut conn, &self.erasures).await
+    }
+
     /// The erasures this sink checks batches against, as far as it has read them: the
     /// webhook checks each event against them before it is queued or spooled.
     pub fn erasures(&self) -> Arc<Erasures> {

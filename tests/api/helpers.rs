@@ -193,6 +193,11 @@ impl TestApp {
         answer(resp).await
     }
 
+    /// Brings the summary tables up to date (days in UTC), as `rollup` does.
+    pub async fn rollup(&self) {
+        rollup_in(&self.pool, chrono_tz::UTC).await;
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&self.pool)
@@ -216,6 +221,25 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// Brings the summary tables of `pool`'s database up to date, days in `zone`.
+pub async fn rollup_in(pool: &PgPool, zone: chrono_tz::Tz) {
+    let settings = callhippo_ingest::store::rollup::ReportSettings {
+        zone,
+        ..Default::default()
+    };
+    // A running serve rolls up every few seconds: wait for it when it is at it.
+    for _ in 0..200 {
+        let done = callhippo_ingest::store::rollup::catch_up(pool, &settings)
+            .await
+            .unwrap();
+        if done.is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("another process kept rolling up for 5 s");
 }
 
 /// Sends a request and returns the status code and the JSON answer.

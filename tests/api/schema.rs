@@ -140,6 +140,8 @@ async fn upgraded_from_v2(own_view: bool) -> (TestDb, PgConnection) {
         migrate::current_version(&mut conn).await.unwrap(),
         Some(migrate::latest_version())
     );
+    // The statistics views read summaries, made by the first rollup.
+    rollup_in(&db.pool().await, chrono_tz::UTC).await;
     (db, conn)
 }
 

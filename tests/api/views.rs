@@ -68,6 +68,7 @@ async fn daily_and_agent_views_add_up() {
     let sms = json!({"activityType": "sms", "from": "+1", "to": "+2", "smsType": "Outgoing", "status": "Completed",
                      "time": "2025-06-25T08:00:00Z", "smsCharge": "0.04", "email": "a@x.io", "smsSendBy": "Newest A", "content": "x"});
     assert_eq!(app.post(sms.to_string()).await.0, 200);
+    app.rollup().await;
 
     let daily = app
         .rows(
@@ -246,6 +247,7 @@ async fn readme_examples_are_stored_and_fill_the_cookbook() {
         kinds.push(answer["kind"].as_str().unwrap().to_owned());
     }
     assert_eq!(kinds, ["call", "sms", "call_status"]);
+    app.rollup().await;
     let mut conn = reader_connection(&app).await;
     for (s, may_be_empty) in cookbook() {
         let rows = sqlx::query(&s).fetch_all(&mut conn).await.unwrap();

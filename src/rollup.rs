@@ -1,0 +1,89 @@
+//! Keeping the summary tables behind the statistics views up to date: every few seconds in
+//! `serve` (one replica at a time), at once with `callhippo-ingest rollup`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::store::rollup::{catch_up, ReportSettings, RollupFigures};
+
+/// How long `rollup` waits for another process that is rolling up.
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(600);
+
+/// `callhippo-ingest rollup`: catches up now, waiting for a replica that is at it. Returns
+/// the line to print.
+pub async fn rollup_now(pool: &PgPool, settings: &ReportSettings) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        if let Some(figures) = catch_up(pool, settings).await? {
+            return Ok(describe(&figures, settings, started.elapsed()));
+        }
+        if started.elapsed() > WAIT_FOR_OTHER {
+            anyhow::bail!(
+                "another process has been bringing the summaries up to date for {} s; try again later",
+                WAIT_FOR_OTHER.as_secs()
+            );
+        }
+        if !said {
+            eprintln!(
+                "rollup: another process is bringing the summaries up to date; waiting for it"
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn describe(f: &RollupFigures, settings: &ReportSettings, took: Duration) -> String {
+    let what = if f.rebuilt {
+        "rebuilt"
+    } else if f.marks == 0 {
+        "already up to date"
+    } else {
+        "brought up to date"
+    };
+    format!(
+        "rollup: {what} (days in {}): {} days recomputed from {} changed hours in {:.1} s",
+        settings.zone,
+        f.days,
+        f.marks,
+        took.as_secs_f64()
+    )
+}
+
+/// `serve`'s maintainer: catches up every `every`, once the schema is migrated.
+pub async fn run(
+    pool: PgPool,
+    settings: ReportSettings,
+    every: Duration,
+    schema_ready: Arc<AtomicBool>,
+) {
+    loop {
+        if schema_ready.load(Ordering::Acquire) {
+            let started = Instant::now();
+            match catch_up(&pool, &settings).await {
+                Ok(Some(f)) if f.rebuilt => tracing::info!(
+                    zone = %settings.zone,
+                    days = f.days,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "rollup: summary tables rebuilt"
+                ),
+                Ok(Some(f)) => tracing::debug!(
+                    days = f.days,
+                    marks = f.marks,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "rollup: summary tables up to date"
+                ),
+                Ok(None) => tracing::debug!("rollup: another replica is at it"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "rollup: could not bring the summary tables up to date; will try again"
+                ),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
