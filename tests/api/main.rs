@@ -11,5 +11,6 @@ mod operations;
 mod outage;
 mod personal_data;
 mod schema;
+mod summaries;
 mod views;
 mod webhook;
