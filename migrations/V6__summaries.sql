@@ -451,6 +451,12 @@ END
 $fn$;
 COMMENT ON FUNCTION callhippo_rollup(text, integer, interval) IS 'Brings the summary tables up to date with calls and sms (see migration V6).';
 
+-- Today in the report's zone: what a dashboard compares the views' days with.
+CREATE FUNCTION callhippo_today() RETURNS date LANGUAGE sql STABLE AS $fn$
+    SELECT (now() AT TIME ZONE COALESCE((SELECT zone FROM rollup_state), 'UTC'))::date
+$fn$;
+COMMENT ON FUNCTION callhippo_today() IS 'Today''s date in REPORT_TIMEZONE (the zone of the statistics views'' days).';
+
 -- The statistics views, now reading the summaries (same columns, same privileges).
 CREATE OR REPLACE VIEW call_daily_stats AS
 SELECT day, call_type, status, calls, talk_seconds, billed_minutes, total_charge

@@ -213,7 +213,7 @@ async fn cookbook_statements_run_as_the_reader() {
         assert_eq!(app.post(body.to_string()).await.0, 200);
     }
     let statements = cookbook();
-    assert_eq!(statements.len(), 9);
+    assert_eq!(statements.len(), 14);
     let mut conn = reader_connection(&app).await;
     for (s, _) in &statements {
         sqlx::query(s)
@@ -222,7 +222,7 @@ async fn cookbook_statements_run_as_the_reader() {
             .unwrap_or_else(|e| panic!("{s}\n{e}"));
     }
     let timeline: Vec<String> =
-        sqlx::query_scalar(&format!("SELECT status FROM ({}) t", statements[4].0))
+        sqlx::query_scalar(&format!("SELECT status FROM ({}) t", statements[12].0))
             .fetch_all(&mut conn)
             .await
             .unwrap();
