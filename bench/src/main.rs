@@ -19,6 +19,7 @@
 mod gen;
 mod hostile;
 mod load;
+mod queries;
 mod verify;
 
 use std::time::Duration;
@@ -103,6 +104,17 @@ enum Cmd {
         #[arg(long)]
         exact: bool,
     },
+    /// Times the first COUNT numbered statements of a cookbook file, server side (median).
+    Queries {
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, default_value = "docs/cookbook.sql")]
+        file: String,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
     /// Sends a few hundred malformed bodies; fails when any gets a 5xx or no answer.
     Hostile {
         #[arg(long)]
@@ -150,6 +162,12 @@ fn real_main(cli: Cli) -> Result<()> {
             Duration::from_secs_f64(timeout),
             pid,
         )),
+        Cmd::Queries {
+            database_url,
+            file,
+            count,
+            repeat,
+        } => current_thread()?.block_on(queries::run(&database_url, &file, count, repeat.max(1))),
         Cmd::Hostile {
             addr,
             max_body_bytes,
