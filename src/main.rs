@@ -5,7 +5,7 @@ use callhippo_ingest::backfill;
 use callhippo_ingest::callhippo_api::{ApiClient, ApiError};
 use callhippo_ingest::config::{Cli, Command, SettingError};
 use callhippo_ingest::startup::{self, Application};
-use callhippo_ingest::store::PgSink;
+use callhippo_ingest::store::{self, PgSink};
 use callhippo_ingest::{forget, healthcheck, replay, rollup, telemetry};
 
 #[actix_web::main]
@@ -86,14 +86,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let ids = args.identifiers()?;
             let db = cli.db_settings()?;
             startup::migrate_once(&db).await?;
-            let pool = startup::command_pool(&db)?;
+            let pool = store::slow_work_pool(&db).map_err(anyhow::Error::msg)?;
             let report = forget::forget(&pool, &ids, args.dry_run, &args.spool_dir).await?;
             println!("{report}");
         }
         Command::Rollup(args) => {
             let db = cli.db_settings()?;
             startup::migrate_once(&db).await?;
-            let pool = startup::command_pool(&db)?;
+            let pool = store::slow_work_pool(&db).map_err(anyhow::Error::msg)?;
             println!("{}", rollup::rollup_now(&pool, &args.settings()).await?);
         }
         Command::Healthcheck(args) => {

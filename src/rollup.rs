@@ -54,7 +54,19 @@ fn describe(f: &RollupFigures, settings: &ReportSettings, took: Duration) -> Str
     )
 }
 
-/// `serve`'s maintainer: catches up every `every`, once the schema is migrated.
+/// The longest `serve` waits between two catch-ups, however long the last one took: the
+/// views stay within a minute of the base tables.
+const LONGEST_WAIT: Duration = Duration::from_secs(45);
+
+/// How long to wait after a catch-up that took `took`: at least `every`, and ten times what
+/// it took, so that keeping the summaries costs the database at most a tenth of its time
+/// (a catch-up recomputes whole days: on a day of many calls it takes longer).
+pub fn wait_after(took: Duration, every: Duration) -> Duration {
+    (took * 10).clamp(every, LONGEST_WAIT.max(every))
+}
+
+/// `serve`'s maintainer: catches up every `every` (longer when catching up is slow, see
+/// [`wait_after`]), once the schema is migrated.
 pub async fn run(
     pool: PgPool,
     settings: ReportSettings,
@@ -62,6 +74,7 @@ pub async fn run(
     schema_ready: Arc<AtomicBool>,
 ) {
     loop {
+        let mut took = Duration::ZERO;
         if schema_ready.load(Ordering::Acquire) {
             let started = Instant::now();
             match catch_up(&pool, &settings).await {
@@ -83,7 +96,24 @@ pub async fn run(
                     "rollup: could not bring the summary tables up to date; will try again"
                 ),
             }
+            took = started.elapsed();
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(wait_after(took, every)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_catch_up_spaces_the_next_but_never_past_the_longest_wait() {
+        let every = Duration::from_secs(5);
+        assert_eq!(wait_after(Duration::from_millis(50), every), every);
+        assert_eq!(
+            wait_after(Duration::from_secs(2), every),
+            Duration::from_secs(20)
+        );
+        assert_eq!(wait_after(Duration::from_secs(30), every), LONGEST_WAIT);
     }
 }

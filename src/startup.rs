@@ -142,7 +142,7 @@ fn start_background_tasks(
         ));
     }
     tokio::spawn(crate::rollup::run(
-        pool.clone(),
+        store::slow_work_pool(&settings.db).map_err(SettingError)?,
         settings.report,
         crate::config::defaults::ROLLUP_EVERY,
         schema_ready.clone(),

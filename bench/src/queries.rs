@@ -11,7 +11,10 @@ pub fn statements(text: &str) -> Vec<(String, String)> {
             let title = chunk
                 .lines()
                 .map(str::trim)
-                .find(|l| l.starts_with("-- ") && l[3..].chars().next().is_some_and(|c| c.is_ascii_digit()))?
+                .find(|l| {
+                    l.starts_with("-- ")
+                        && l[3..].chars().next().is_some_and(|c| c.is_ascii_digit())
+                })?
                 .trim_start_matches("-- ")
                 .to_owned();
             let sql: Vec<&str> = chunk

@@ -73,6 +73,19 @@ pub fn connect_options(url: &str, timeout: Duration) -> Result<PgConnectOptions,
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))
 }
 
+/// One lazy connection for work that is slow by nature (rollup, forget): its long statements
+/// are not warned about as a writer's would be.
+pub fn slow_work_pool(settings: &DbSettings) -> Result<PgPool, String> {
+    let opts = connect_options(&settings.url, settings.timeout)?
+        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .min_connections(0)
+        .acquire_timeout(settings.timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(opts))
+}
+
 /// A pool that connects lazily: the service starts (and spools) even while the database is
 /// down, and every wait is bounded.
 pub fn pool(settings: &DbSettings) -> Result<PgPool, String> {
