@@ -78,6 +78,11 @@ pub async fn forget(
             );
         }
         let counts = erase::erase(pool, ids, WAIT_FOR_WRITERS).await?;
+        // The summaries behind the statistics views stop counting what went now, with the
+        // settings serve built them with (not this command's: it has none).
+        if let Some(settings) = crate::store::rollup::settings_as_built(pool).await? {
+            crate::rollup::rollup_now(pool, &settings).await?;
+        }
         tracing::info!(
             identifiers = ids.len(),
             rows = counts.values().sum::<u64>(),

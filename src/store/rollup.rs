@@ -40,6 +40,23 @@ pub struct RollupFigures {
     pub days: i32,
 }
 
+/// The settings the summaries were last built with; `None` before the first build.
+pub async fn settings_as_built(pool: &PgPool) -> Result<Option<ReportSettings>, sqlx::Error> {
+    let row: Option<(String, i32, f64)> = sqlx::query_as(
+        "SELECT zone, service_level_seconds, extract(epoch FROM callback_window)::float8
+           FROM rollup_state WHERE zone IS NOT NULL AND NOT rebuild",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(zone, sl, window)| {
+        Some(ReportSettings {
+            zone: zone.parse().ok()?,
+            service_level_seconds: u32::try_from(sl).ok()?,
+            callback_window: Duration::from_secs_f64(window.max(0.0)),
+        })
+    }))
+}
+
 /// Brings the summaries up to date. `None` when another process is doing it now.
 pub async fn catch_up(
     pool: &PgPool,

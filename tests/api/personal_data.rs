@@ -142,8 +142,13 @@ async fn forget_by_phone_counts_on_a_dry_run_then_erases_every_form_and_nothing_
     assert_eq!(app.count("erasures").await, 0);
     assert!(!dry.contains("555") && !err.contains("555"), "{dry}{err}");
 
+    app.rollup().await;
+    let calls_counted = "SELECT sum(calls)::int AS calls FROM call_daily_stats";
+    assert_eq!(app.row(calls_counted).await, json!({"calls": 3}));
     let (code, out, err) = forget(&app, &["--phone", "1.555.010.2030"]);
     assert_eq!(code, 0, "{err}");
+    // The summaries no longer count them once forget has returned.
+    assert_eq!(app.row(calls_counted).await, json!({"calls": 1}));
     assert_eq!(
         counts(&out),
         expected,
