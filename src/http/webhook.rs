@@ -127,10 +127,14 @@ fn final_answer(mut a: Answer, ack: Ack) -> Answer {
             }
             a
         }
-        Ack::Rejected(e) => {
+        // The database's own words stay in raw_events.error and the logs: an answer to a
+        // client that may be anyone does not repeat them.
+        Ack::Rejected(_) => {
             a.code = 422;
             a.status = "rejected";
-            a.error = Some(crate::ingest::rejection_message(&e));
+            a.error = Some(
+                "the database refused this event: it is kept in raw_events, with the reason".into(),
+            );
             a
         }
         // Durable in the spool. Whether it will be stored, a duplicate or an update is not

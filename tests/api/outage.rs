@@ -197,6 +197,11 @@ async fn a_database_outage_spools_events_and_loses_none() {
     let (code, body) = readyz(&app.client, &app.address).await;
     assert_eq!(code, 503, "{body}");
     assert!(body["spool"]["events"].as_u64().unwrap() > 0, "{body}");
+    // Anyone may ask /readyz: it says what is wrong, not the database's own words.
+    assert!(
+        ["unreachable", "no answer within 2 s"].contains(&body["database"].as_str().unwrap()),
+        "{body}"
+    );
 
     proxy.restore();
     wait_drained(&app.client, &app.address).await;

@@ -833,3 +833,33 @@ async fn repeated_tag_names_use_no_ids() {
     assert_eq!(app.post(other).await.0, 200);
     assert_eq!(app.row(last_id).await["n"], 3, "one more name, one more id");
 }
+
+/// An event the database itself refuses is answered 422 without the database's words, which
+/// raw_events.error keeps.
+#[tokio::test]
+async fn the_databases_own_refusal_is_kept_but_not_told_to_the_client() {
+    let app = spawn_app().await;
+    sqlx::query(
+        "ALTER TABLE calls ADD CONSTRAINT refuse_this_one CHECK (call_sid <> 'CA-refused')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (code, answer) = app.post(with(CALL, "callSid", json!("CA-refused"))).await;
+    assert_eq!(
+        (code, answer["status"].as_str()),
+        (422, Some("rejected")),
+        "{answer}"
+    );
+    let said = answer.to_string();
+    assert!(
+        !said.contains("refuse_this_one") && !said.contains("violates"),
+        "{said}"
+    );
+    let kept: String = sqlx::query_scalar("SELECT error FROM raw_events WHERE error IS NOT NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(kept.contains("refuse_this_one"), "{kept}");
+    assert_eq!(app.count("calls").await, 0);
+}
