@@ -21,6 +21,7 @@ use crate::telemetry;
 
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
     workers: Workers,
     spool: Spool,
@@ -33,7 +34,11 @@ impl Application {
         // What a setting alone decides comes first, so that a mistake there is said at once,
         // not after a wait for the database.
         let spool = open_spool(&settings)?;
-        let listener = bind(settings.listen_addr)?;
+        let listener = bind("LISTEN_ADDR", settings.listen_addr)?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(bind("METRICS_ADDR", addr)?),
+            None => None,
+        };
         if let Some(warning) = token_warning(settings.webhook_token.as_deref()) {
             tracing::warn!("{warning}");
         }
@@ -78,14 +83,35 @@ impl Application {
             refusals: http::RefusalLog::default(),
             erasures,
         });
-        let server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-                .listen(listener)?
-                .shutdown_timeout(30)
-                .run();
+        let metrics_here = metrics_listener.is_none();
+        let main_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(main_state.clone())
+                .configure(|cfg| http::routes(cfg, metrics_here))
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
         tracing::info!(address = %settings.listen_addr, port, "serving");
+        let mut metrics_port = None;
+        if let Some(listener) = metrics_listener {
+            metrics_port = Some(listener.local_addr()?.port());
+            // Its own server, with one worker: /metrics only. It stops on the same signals.
+            let metrics = HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .configure(http::metrics_routes)
+            })
+            .workers(1)
+            .listen(listener)?
+            .run();
+            tokio::spawn(metrics);
+            tracing::info!(address = ?settings.metrics_addr, "serving /metrics apart from the webhook");
+        }
         Ok(Application {
             port,
+            metrics_port,
             server,
             workers,
             spool,
@@ -94,6 +120,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of METRICS_ADDR's listener, when /metrics is served apart.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     /// Serves until SIGINT or SIGTERM, lets requests in flight finish, then waits until the
@@ -204,16 +235,16 @@ fn open_spool(settings: &ServeSettings) -> Result<Spool, SettingError> {
 }
 
 /// Binds the listener; an address that cannot be had is a setting to fix.
-fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, SettingError> {
+fn bind(setting: &str, addr: std::net::SocketAddr) -> Result<TcpListener, SettingError> {
     TcpListener::bind(addr).map_err(|e| {
         SettingError(match e.kind() {
             std::io::ErrorKind::AddrInUse => format!(
-                "LISTEN_ADDR {addr} is in use by another program: stop it or choose another port"
+                "{setting} {addr} is in use by another program: stop it or choose another port"
             ),
             std::io::ErrorKind::AddrNotAvailable => {
-                format!("LISTEN_ADDR {addr} is not an address of this machine")
+                format!("{setting} {addr} is not an address of this machine")
             }
-            _ => format!("LISTEN_ADDR {addr}: cannot listen: {e}"),
+            _ => format!("{setting} {addr}: cannot listen: {e}"),
         })
     })
 }

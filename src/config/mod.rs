@@ -282,6 +282,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LISTEN_ADDR", default_value = defaults::LISTEN_ADDR, value_parser = address("LISTEN_ADDR"))]
     pub listen_addr: SocketAddr,
 
+    /// Serve /metrics on this address and port instead of LISTEN_ADDR's (for example
+    /// 127.0.0.1:9090, reachable by the Prometheus scraper only).
+    #[arg(long, env = "METRICS_ADDR", value_parser = address("METRICS_ADDR"))]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Shared secret a webhook POST must carry (?token=… or Authorization: Bearer …).
     #[arg(long, env = "WEBHOOK_TOKEN", hide_env_values = true)]
     pub webhook_token: Option<String>,
@@ -442,6 +447,8 @@ pub enum LogFormat {
 pub struct ServeSettings {
     pub db: DbSettings,
     pub listen_addr: SocketAddr,
+    /// Where /metrics is served apart; `None`: on `listen_addr`.
+    pub metrics_addr: Option<SocketAddr>,
     pub webhook_token: Option<String>,
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
@@ -465,6 +472,7 @@ impl ServeSettings {
                 timeout: defaults::DB_TIMEOUT,
             },
             listen_addr: defaults::LISTEN_ADDR.parse().expect("a valid address"),
+            metrics_addr: None,
             webhook_token: None,
             max_body_bytes: defaults::MAX_BODY_BYTES as usize,
             spool_dir: PathBuf::from(defaults::SPOOL_DIR),
@@ -558,6 +566,7 @@ impl ServeArgs {
                 timeout,
             },
             listen_addr: self.listen_addr,
+            metrics_addr: self.metrics_addr,
             webhook_token,
             max_body_bytes: self.max_body_bytes as usize,
             spool_dir: self.spool_dir.clone(),

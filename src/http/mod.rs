@@ -44,7 +44,11 @@ pub use refusals::RefusalLog;
 pub const WEBHOOK_PATH: &str = "/webhooks/callhippo";
 
 /// Registers every route on an actix `App`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The routes of the webhook's port; `/metrics` too unless METRICS_ADDR serves it apart.
+pub fn routes(cfg: &mut web::ServiceConfig, metrics_here: bool) {
+    if metrics_here {
+        cfg.service(web::resource("/metrics").route(web::get().to(health::metrics)));
+    }
     cfg.service(
         web::resource(WEBHOOK_PATH)
             .route(web::post().to(webhook::receive))
@@ -57,13 +61,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(health::healthz))
             .route(web::head().to(health::healthz)),
     )
-    .service(web::resource("/metrics").route(web::get().to(health::metrics)))
     .service(
         web::resource("/readyz")
             .route(web::get().to(health::readyz))
             .route(web::head().to(health::readyz)),
     )
     .default_service(web::to(not_found));
+}
+
+/// METRICS_ADDR's routes: `/metrics` alone.
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(health::metrics)))
+        .default_service(web::to(|| async {
+            HttpResponse::NotFound().json(serde_json::json!({"status": "rejected", "error": "not found: this address serves /metrics only"}))
+        }));
 }
 
 async fn method_not_allowed(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -114,6 +114,8 @@ impl Drop for TestDb {
 
 pub struct TestApp {
     pub address: String,
+    /// Where /metrics is served when METRICS_ADDR is set.
+    pub metrics_address: Option<String>,
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub db: TestDb,
@@ -158,9 +160,11 @@ pub async fn spawn_app_on(db: &TestDb, adjust: impl FnOnce(&mut ServeSettings)) 
         .await
         .expect("the application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        metrics_address,
         pool: db.pool().await,
         client: reqwest::Client::new(),
         db: TestDb::borrowed(&db.name),

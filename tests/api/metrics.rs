@@ -129,3 +129,42 @@ async fn counters_move_by_exactly_what_was_posted() {
     assert!((0.0..60.0).contains(&since), "{since}");
     assert!(after[r#"callhippo_last_event_written_timestamp_seconds{kind="sms"}"#] > 1.7e9);
 }
+
+/// With METRICS_ADDR, /metrics is served there, and no longer on the webhook's port.
+#[tokio::test]
+async fn metrics_addr_serves_metrics_apart_from_the_webhook() {
+    let app = spawn_app_with(|s| s.metrics_addr = Some("127.0.0.1:0".parse().unwrap())).await;
+    assert_eq!(app.post(CALL).await.0, 200);
+    let on_webhook_port = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_webhook_port.status(), 404);
+    let apart = app.metrics_address.clone().expect("a metrics port");
+    let text = app
+        .client
+        .get(format!("{apart}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"callhippo_events_total{kind="call",outcome="stored"} 1"#),
+        "{text}"
+    );
+    let other = app
+        .client
+        .get(format!("{apart}/webhooks/callhippo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics address serves nothing else"
+    );
+}
