@@ -381,3 +381,45 @@ async fn sigterm_with_an_event_in_the_spool_says_so() {
     let _ = std::fs::remove_dir_all(&spool);
     let _ = std::fs::remove_file(spool.with_extension("log"));
 }
+
+/// A database that turns read-only (a demoted primary, `default_transaction_read_only`) is
+/// unavailable, not a reason to refuse: events are spooled, and all are written once it takes
+/// writes again.
+#[tokio::test]
+async fn a_read_only_database_spools_events_and_loses_none() {
+    let app = spawn_app().await;
+    assert_eq!(app.post(call("CA-ro-before")).await.0, 200);
+    let set = |on: bool| {
+        format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_read_only = {}",
+            app.db.name,
+            if on { "on" } else { "off" }
+        )
+    };
+    let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
+    sqlx::query(&set(true)).execute(&admin).await.unwrap();
+    // Connections made before keep their setting: end them, as a failover does.
+    let end_them = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        app.db.name
+    );
+    sqlx::query(&end_them).execute(&admin).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let sid = format!("CA-ro-{i}");
+        let (code, answer) = app.post(call(&sid)).await;
+        assert!(code == 200 || code == 202, "{code} {answer}");
+        acked.push(sid);
+    }
+    let (code, body) = readyz(&app.client, &app.address).await;
+    assert!(
+        body["spool"]["events"].as_u64().unwrap() > 0,
+        "{code} {body}"
+    );
+    sqlx::query(&set(false)).execute(&admin).await.unwrap();
+    sqlx::query(&end_them).execute(&admin).await.unwrap();
+    wait_drained(&app.client, &app.address).await;
+    let pool = app.db.pool().await;
+    assert_all_stored(&pool, &acked).await;
+}
