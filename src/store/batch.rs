@@ -116,20 +116,43 @@ pub(super) async fn write_usual(
         return Ok(plan.outcomes);
     }
     // The statement is committed: a conflict with a concurrent writer here is retried on
-    // its own, rather than failing (and so rewriting) the whole batch.
-    let (calls, tag_ids) = (&plan.calls, &tag_ids);
-    let ((_, outcomes), result) = retry_with(
-        CONFLICT_RETRIES,
-        (conn, plan.outcomes),
-        |(conn, mut outcomes)| async move {
-            let result = update_calls(conn, calls, tag_ids, &mut outcomes, seen).await;
-            ((conn, outcomes), result)
-        },
-        StoreError::is_conflict,
-        |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
-    )
-    .await;
-    result.map(|()| outcomes)
+    // its own, rather than failing (and so rewriting) the whole batch; so are erasures that
+    // changed since the batch was checked: the calls now suppressed are dropped, the others
+    // updated under the new guard.
+    let (mut calls, mut outcomes, mut seen) = (plan.calls, plan.outcomes, seen);
+    loop {
+        let (calls_ref, tag_ids) = (&calls, &tag_ids);
+        let ((conn_back, outcomes_back), result) = retry_with(
+            CONFLICT_RETRIES,
+            (&mut *conn, outcomes),
+            |(conn, mut outcomes)| async move {
+                let result = update_calls(conn, calls_ref, tag_ids, &mut outcomes, seen).await;
+                ((conn, outcomes), result)
+            },
+            StoreError::is_conflict,
+            |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
+        )
+        .await;
+        outcomes = outcomes_back;
+        match result {
+            Err(e) if e.is_erasures_changed() => {
+                let erasures = &memory.erasures;
+                super::erasures::load(conn_back, erasures).await?;
+                seen = erasures.seen().unwrap_or(0);
+                calls.retain(|r| {
+                    let gone = erasures.suppresses(&batch[r.index].decoded);
+                    if gone {
+                        outcomes[r.index] = Outcome::Suppressed;
+                    }
+                    !gone
+                });
+                if calls.is_empty() {
+                    return Ok(outcomes);
+                }
+            }
+            other => return other.map(|()| outcomes),
+        }
+    }
 }
 
 /// Updates calls that existed before the batch, and their tags, in a transaction.

@@ -25,8 +25,6 @@ pub struct PgSink {
     /// What batches remember from one to the next (tag ids, the bet on new calls).
     memory: BatchMemory,
     kept: Arc<Kept<PoolConnection<Postgres>>>,
-    /// The erasures batches are checked against.
-    erasures: Arc<Erasures>,
 }
 
 impl PgSink {
@@ -48,7 +46,6 @@ impl PgSink {
             pool,
             memory: BatchMemory::default(),
             kept,
-            erasures: Arc::default(),
         }
     }
 
@@ -56,13 +53,13 @@ impl PgSink {
     /// webhook's own check current between writes, and before the first).
     pub async fn refresh_erasures(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        erasures::load(&mut conn, &self.erasures).await
+        erasures::load(&mut conn, &self.memory.erasures).await
     }
 
     /// The erasures this sink checks batches against, as far as it has read them: the
     /// webhook checks each event against them before it is queued or spooled.
     pub fn erasures(&self) -> Arc<Erasures> {
-        self.erasures.clone()
+        self.memory.erasures.clone()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -120,15 +117,15 @@ impl PgSink {
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut reloads = 0;
         loop {
-            let seen = match self.erasures.seen() {
+            let seen = match self.memory.erasures.seen() {
                 Some(seen) => seen,
                 None => {
-                    erasures::load(conn, &self.erasures).await?;
+                    erasures::load(conn, &self.memory.erasures).await?;
                     continue;
                 }
             };
             let kept: Vec<usize> = (0..batch.len())
-                .filter(|&i| !self.erasures.suppresses(&batch[i].decoded))
+                .filter(|&i| !self.memory.erasures.suppresses(&batch[i].decoded))
                 .collect();
             let result = if kept.len() == batch.len() {
                 self.run(conn, batch, op, seen).await
@@ -148,7 +145,7 @@ impl PgSink {
                 Err(e) if e.is_erasures_changed() && reloads < ERASURE_RELOADS => {
                     reloads += 1;
                     tracing::debug!("erasures changed while writing: reading them again");
-                    erasures::load(conn, &self.erasures).await?;
+                    erasures::load(conn, &self.memory.erasures).await?;
                 }
                 other => return other,
             }

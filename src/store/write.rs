@@ -20,6 +20,9 @@ use crate::delivery::{Delivery, MergeRule, Outcome};
 pub struct BatchMemory {
     pub tags: TagCache,
     pub bet: NewCallsBet,
+    /// The erasures batches are checked against (read again when the guard says they
+    /// changed).
+    pub erasures: std::sync::Arc<crate::erasure::Erasures>,
 }
 
 /// Archives and writes a batch of deliveries as they arrived, and says, for each in order,
