@@ -646,3 +646,62 @@ async fn serve_applies_call_retention_at_start() {
     );
     assert_eq!(app.count("raw_events").await, 1);
 }
+
+/// A writer that passed its guard before the erasure and commits after it: forget waits for
+/// it, then removes what it wrote.
+#[tokio::test]
+async fn forget_waits_for_a_writer_that_began_before_the_erasure() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let mut writer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let mut tx = writer.begin().await.unwrap();
+    let passed: bool = sqlx::query_scalar("SELECT callhippo_erasures_unchanged(0)")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(passed);
+    sqlx::query(
+        "INSERT INTO calls (call_sid, from_number, received_at, updated_at)
+         VALUES ('CA-in-flight', '+15550102030', now(), now())",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let mut forget = bin()
+        .args(["forget", "--phone", FORMS[0]])
+        .env("DATABASE_URL", &app.db.url)
+        .env(
+            "SPOOL_DIR",
+            std::env::temp_dir().join(format!("chi-none-{}", app.db.name)),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        forget.try_wait().unwrap().is_none(),
+        "forget must wait for the writer"
+    );
+    assert_eq!(
+        app.count("erasures").await,
+        1,
+        "the erasure is recorded first"
+    );
+    tx.commit().await.unwrap();
+    let status = tokio::task::spawn_blocking(move || forget.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        app.count("calls").await,
+        0,
+        "what the writer wrote went too"
+    );
+    // A writer that checks now sees the erasure and writes nothing.
+    let mut tx = writer.begin().await.unwrap();
+    let err = sqlx::query("SELECT callhippo_erasures_unchanged(0)")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("erasures changed"), "{err}");
+}
