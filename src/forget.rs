@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::erasure::{IdKind, Identifier};
 use crate::spool::Spool;
-use crate::store::erase::{self, Counts, WAIT_FOR_WRITERS};
+use crate::store::erase::{self, is_emptied_column, Counts, WAIT_FOR_WRITERS};
 
 /// What a run did, or would do with `--dry-run`.
 pub struct Report {
@@ -34,7 +34,7 @@ impl fmt::Display for Report {
         writeln!(f, "forget: {named}: {verb}")?;
         // Rows of each table; then the values emptied in rows that stay (another person's
         // call whose note gives the number), only where there are some.
-        for (table, n) in self.counts.iter().filter(|(t, _)| !t.contains('.')) {
+        for (table, n) in self.counts.iter().filter(|(t, _)| !is_emptied_column(t)) {
             writeln!(f, "  {table:<22} {n:>9} rows")?;
         }
         for (column, n) in self

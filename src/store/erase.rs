@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 
 use crate::erasure::{IdKind, Identifier};
 
@@ -168,37 +168,60 @@ fn holds_any(t: &str) -> String {
     )
 }
 
+/// Whether a label of [`Counts`] names values emptied (`calls.note`) rather than a table.
+pub fn is_emptied_column(label: &str) -> bool {
+    label.contains('.')
+}
+
+/// The statements of a run, in order, each with its label: the values emptied first, then
+/// the rows removed table by table. Counting, each is the `count(*)` of what it would change.
+fn statements(counting: bool) -> Vec<(&'static str, String)> {
+    let emptied = REDACTED.iter().map(|(label, table, column, text)| {
+        let sql = match counting {
+            true => format!("SELECT count(*) FROM {table} WHERE {}", holds_any(text)),
+            false => format!(
+                "UPDATE {table} SET {column} = NULL WHERE {}",
+                holds_any(text)
+            ),
+        };
+        (*label, sql)
+    });
+    let removed = tables().into_iter().map(|(table, rows)| {
+        let verb = if counting {
+            "SELECT count(*)"
+        } else {
+            "DELETE"
+        };
+        (table, format!("{verb} {rows}"))
+    });
+    emptied.chain(removed).collect()
+}
+
+/// Runs the statements of a run (see [`statements`]), one transaction each; what each
+/// changed, or would change.
+async fn run(pool: &PgPool, ids: &[Identifier], counting: bool) -> Result<Counts, sqlx::Error> {
+    let wanted = Wanted::of(ids);
+    let mut counts = Counts::new();
+    for (label, sql) in statements(counting) {
+        let mut tx = unhurried(pool).await?;
+        let query = sqlx::query(&sql)
+            .bind(&wanted.phones)
+            .bind(&wanted.emails)
+            .bind(&wanted.sids);
+        let n = match counting {
+            true => query.fetch_one(&mut *tx).await?.try_get::<i64, _>(0)? as u64,
+            false => query.execute(&mut *tx).await?.rows_affected(),
+        };
+        tx.commit().await?;
+        counts.insert(label, n);
+    }
+    Ok(counts)
+}
+
 /// Counts, per table, the rows that hold any of `ids` (and, per column, the values of rows
 /// that stay that would be emptied); changes nothing.
 pub async fn count(pool: &PgPool, ids: &[Identifier]) -> Result<Counts, sqlx::Error> {
-    let wanted = Wanted::of(ids);
-    let mut counts = Counts::new();
-    for (label, table, _, text) in REDACTED {
-        let mut tx = unhurried(pool).await?;
-        let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {table} WHERE {}",
-            holds_any(text)
-        ))
-        .bind(&wanted.phones)
-        .bind(&wanted.emails)
-        .bind(&wanted.sids)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        counts.insert(label, n as u64);
-    }
-    for (table, rows) in tables() {
-        let mut tx = unhurried(pool).await?;
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) {rows}"))
-            .bind(&wanted.phones)
-            .bind(&wanted.emails)
-            .bind(&wanted.sids)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        counts.insert(table, n as u64);
-    }
-    Ok(counts)
+    run(pool, ids, true).await
 }
 
 /// Records `ids` in `erasures` (from now on no writer stores an event about them), waits for
@@ -211,37 +234,9 @@ pub async fn erase(
 ) -> anyhow::Result<Counts> {
     let erasure_ids = record(pool, ids).await?;
     wait_for_older_writers(pool, wait_at_most).await?;
-    let wanted = Wanted::of(ids);
-    let mut counts = Counts::new();
-    for (label, table, column, text) in REDACTED {
-        let mut tx = unhurried(pool).await?;
-        let n = sqlx::query(&format!(
-            "UPDATE {table} SET {column} = NULL WHERE {}",
-            holds_any(text)
-        ))
-        .bind(&wanted.phones)
-        .bind(&wanted.emails)
-        .bind(&wanted.sids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        counts.insert(label, n);
-    }
-    for (table, rows) in tables() {
-        let mut tx = unhurried(pool).await?;
-        let n = sqlx::query(&format!("DELETE {rows}"))
-            .bind(&wanted.phones)
-            .bind(&wanted.emails)
-            .bind(&wanted.sids)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        counts.insert(table, n);
-    }
+    let counts = run(pool, ids, false).await?;
     let recorded: Counts = (counts.iter())
-        .filter(|(t, n)| !t.contains('.') || **n > 0)
+        .filter(|(t, n)| !is_emptied_column(t) || **n > 0)
         .map(|(t, n)| (*t, *n))
         .collect();
     sqlx::query("UPDATE erasures SET rows = $2 WHERE id = ANY ($1)")

@@ -17,9 +17,11 @@ const BATCH: i64 = 5_000;
 const PAUSE: Duration = Duration::from_millis(100);
 
 /// Raw events last received before `$1`.
-const RAW_BY_DELIVERY: &str = "DELETE FROM raw_events
-  WHERE id IN (SELECT id FROM raw_events WHERE last_received_at < $1
-                ORDER BY last_received_at LIMIT $2)";
+const RAW_BY_DELIVERY: &str = "WITH gone AS (DELETE FROM raw_events
+                 WHERE id IN (SELECT id FROM raw_events WHERE last_received_at < $1
+                               ORDER BY last_received_at LIMIT $2)
+                 RETURNING 1)
+  SELECT count(*) FROM gone";
 
 /// Call-retention statements, by what they remove; each takes the cutoff and a batch size.
 const BY_EVENT_TIME: [(&str, &str); 5] = [
@@ -80,12 +82,11 @@ fn cutoff(days: u32) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::days(i64::from(days))
 }
 
-/// Runs `statement` (which returns how many rows it removed, or affects them) in batches
-/// of `batch`, each under the retention lock. `None` when another process holds it.
+/// Runs `statement` (which returns how many rows it removed) in batches of `batch`, each
+/// under the retention lock. `None` when another process holds it.
 async fn in_batches(
     pool: &PgPool,
     statement: &str,
-    counted: bool,
     cutoff: DateTime<Utc>,
     batch: i64,
     pause: Duration,
@@ -100,19 +101,11 @@ async fn in_batches(
         if !locked {
             return Ok((removed > 0).then_some(removed));
         }
-        let n = if counted {
-            let query = sqlx::query_scalar::<_, i64>(statement)
-                .bind(cutoff)
-                .bind(batch);
-            query.fetch_one(&mut *tx).await? as u64
-        } else {
-            sqlx::query(statement)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-        };
+        let n = sqlx::query_scalar::<_, i64>(statement)
+            .bind(cutoff)
+            .bind(batch)
+            .fetch_one(&mut *tx)
+            .await? as u64;
         tx.commit().await?;
         removed += n;
         if (n as i64) < batch {
@@ -130,7 +123,7 @@ pub async fn purge(
     batch: i64,
     pause: Duration,
 ) -> Result<u64, sqlx::Error> {
-    let removed = in_batches(pool, RAW_BY_DELIVERY, false, cutoff(days), batch, pause).await?;
+    let removed = in_batches(pool, RAW_BY_DELIVERY, cutoff(days), batch, pause).await?;
     Ok(removed.unwrap_or(0))
 }
 
@@ -145,7 +138,7 @@ pub async fn purge_calls(
     let at = cutoff(days);
     let mut removed: Vec<(&'static str, u64)> = Vec::new();
     for (table, statement) in BY_EVENT_TIME {
-        let n = in_batches(pool, statement, true, at, batch, pause)
+        let n = in_batches(pool, statement, at, batch, pause)
             .await?
             .unwrap_or(0);
         match removed.iter_mut().find(|(t, _)| *t == table) {
