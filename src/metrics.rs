@@ -153,6 +153,20 @@ impl Metrics {
         }
     }
 
+    /// When this process last wrote an event of `kind`; `None` before the first.
+    pub fn last_written(&self, kind: Kind) -> Option<chrono::DateTime<chrono::Utc>> {
+        let i = WRITTEN_KINDS.iter().position(|k| *k == kind)?;
+        match self.last_written_micros[i].load(Ordering::Relaxed) {
+            0 => None,
+            at => chrono::DateTime::from_timestamp_micros(at),
+        }
+    }
+
+    /// Deliveries of `kind` this process answered with `outcome` since it started.
+    pub fn answered(&self, kind: Kind, outcome: &str) -> u64 {
+        (self.events.with_label_values(&[kind.as_str(), outcome])).get()
+    }
+
     /// The text exposition, with the gauges that are read at scrape time brought up to date.
     pub fn render(&self, spool: Depth) -> String {
         self.spool

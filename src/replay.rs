@@ -85,15 +85,14 @@ pub async fn replay(
     // Keyset paging; ids start at 1, so (since, 0) comes before every row at `since`.
     let mut cursor: (DateTime<Utc>, i64) = (since, 0);
     loop {
-        let rows = sqlx::query(
-            "SELECT id, payload, body, body_bytes, received_at, last_received_at, content_type,
-                    source
-               FROM raw_events
-              WHERE (last_received_at, id) > ($1, $2) AND last_received_at >= $3
-                AND ($4::text IS NULL OR kind = $4)
-              ORDER BY last_received_at, id
-              LIMIT $5",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {REREAD_COLUMNS}
+                   FROM raw_events
+                  WHERE (last_received_at, id) > ($1, $2) AND last_received_at >= $3
+                    AND ($4::text IS NULL OR kind = $4)
+                  ORDER BY last_received_at, id
+                  LIMIT $5"
+        ))
         .bind(cursor.0)
         .bind(cursor.1)
         .bind(since)
@@ -123,10 +122,39 @@ pub async fn replay(
     Ok(summary)
 }
 
+/// Replays one raw event (the console's Replay). `None` when there is no such row; else
+/// what writing it gave, and the error it is now kept with (`None`: accepted).
+pub async fn replay_one(
+    sink: &PgSink,
+    zone: chrono_tz::Tz,
+    raw_id: i64,
+) -> anyhow::Result<Option<(Outcome, Option<String>)>> {
+    let row = sqlx::query(&format!(
+        "SELECT {REREAD_COLUMNS} FROM raw_events WHERE id = $1"
+    ))
+    .bind(raw_id)
+    .fetch_optional(sink.pool())
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let delivery = reread(&row, zone)?;
+    let error = delivery.decoded.error();
+    let outcomes =
+        crate::store::retry_conflicts(|| sink.rederive(std::slice::from_ref(&delivery))).await?;
+    let outcome = outcomes.first().copied().unwrap_or(Outcome::Rejected);
+    Ok(Some((outcome, error)))
+}
+
+/// The columns of `raw_events` [`reread`] reads.
+const REREAD_COLUMNS: &str =
+    "id, payload, body, body_bytes, received_at, last_received_at, content_type, source";
+
 /// Reads an archived body again: its exact bytes when kept, else its text, else the payload.
 /// Its delivery times are the archived row's, so that rebuilt rows get the times live
 /// ingestion gave them.
-fn reread(row: &sqlx::postgres::PgRow, zone: chrono_tz::Tz) -> Result<Delivery, sqlx::Error> {
+pub(crate) fn reread(
+    row: &sqlx::postgres::PgRow,
+    zone: chrono_tz::Tz,
+) -> Result<Delivery, sqlx::Error> {
     let received = Times {
         first: row.try_get("received_at")?,
         last: row.try_get("last_received_at")?,

@@ -291,6 +291,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOK_TOKEN", hide_env_values = true)]
     pub webhook_token: Option<String>,
 
+    /// Secret of the operator console (GET /console); unset: the console is off (404).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Largest accepted body, in bytes; larger ones get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES,
           value_parser = whole("MAX_BODY_BYTES", max::MAX_BODY_BYTES))]
@@ -450,6 +454,10 @@ pub struct ServeSettings {
     /// Where /metrics is served apart; `None`: on `listen_addr`.
     pub metrics_addr: Option<SocketAddr>,
     pub webhook_token: Option<String>,
+    /// The operator console's secret; `None`: no console.
+    pub admin_token: Option<String>,
+    /// The account's zone, for records of CallHippo's API the console's Replay reads again.
+    pub api_zone: chrono_tz::Tz,
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
@@ -474,6 +482,8 @@ impl ServeSettings {
             listen_addr: defaults::LISTEN_ADDR.parse().expect("a valid address"),
             metrics_addr: None,
             webhook_token: None,
+            admin_token: None,
+            api_zone: chrono_tz::UTC,
             max_body_bytes: defaults::MAX_BODY_BYTES as usize,
             spool_dir: PathBuf::from(defaults::SPOOL_DIR),
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
@@ -558,6 +568,7 @@ impl ServeArgs {
             }
             Some(t) => Some(t.to_owned()),
         };
+        let admin_token = admin_token(self.admin_token.as_deref(), webhook_token.as_deref())?;
         let timeout = Duration::from_millis(self.db_timeout_ms);
         Ok(ServeSettings {
             db: DbSettings {
@@ -568,6 +579,8 @@ impl ServeArgs {
             listen_addr: self.listen_addr,
             metrics_addr: self.metrics_addr,
             webhook_token,
+            admin_token,
+            api_zone: self.api.account.zone,
             max_body_bytes: self.max_body_bytes as usize,
             spool_dir: self.spool_dir.clone(),
             spool_max_bytes: self.spool_max_bytes,
@@ -585,6 +598,21 @@ impl ServeArgs {
             },
             reconcile: self.reconcile_settings(),
         })
+    }
+}
+
+/// ADMIN_TOKEN, checked: empty is unset (the console is off, as compose files pass unset
+/// settings), and it is not the webhook's token (which travels in the URL CallHippo is
+/// given, so it is known to more people and logs than the console's should be).
+fn admin_token(admin: Option<&str>, webhook: Option<&str>) -> Result<Option<String>, SettingError> {
+    match admin {
+        None => Ok(None),
+        Some(t) if t.trim().is_empty() => Ok(None),
+        Some(t) if Some(t) == webhook => Err(SettingError(
+            "ADMIN_TOKEN is the same as WEBHOOK_TOKEN: give the console a secret of its own (openssl rand -hex 16)"
+                .into(),
+        )),
+        Some(t) => Ok(Some(t.to_owned())),
     }
 }
 
@@ -656,6 +684,28 @@ mod tests {
             .settings("postgres://u@h/db".into())
             .unwrap_err();
         assert!(e.0.starts_with("WEBHOOK_TOKEN"), "{e}");
+        let cli = parse(&[
+            "serve",
+            "--admin-token",
+            "same-secret-0123456",
+            "--webhook-token",
+            "same-secret-0123456",
+        ])
+        .unwrap();
+        let e = serve_args(&cli)
+            .settings("postgres://u@h/db".into())
+            .unwrap_err();
+        assert!(e.0.starts_with("ADMIN_TOKEN"), "{e}");
+        let cli = parse(&["serve", "--admin-token", " "]).unwrap();
+        let s = serve_args(&cli)
+            .settings("postgres://u@h/db".into())
+            .unwrap();
+        assert_eq!(s.admin_token, None, "empty: the console is off");
+        let cli = parse(&["serve", "--admin-token", "console-secret-0123"]).unwrap();
+        let s = serve_args(&cli)
+            .settings("postgres://u@h/db".into())
+            .unwrap();
+        assert_eq!(s.admin_token.as_deref(), Some("console-secret-0123"));
         let cli = parse(&["migrate", "--database-url", "mysql://x"]).unwrap();
         let e = cli.database_url().unwrap_err();
         assert!(e.0.starts_with("DATABASE_URL"), "{e}");
