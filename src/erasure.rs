@@ -62,7 +62,7 @@ impl fmt::Debug for Identifier {
 }
 
 /// Characters a phone number may be written with, besides its digits.
-fn is_phone_punctuation(c: char) -> bool {
+pub(crate) fn is_phone_punctuation(c: char) -> bool {
     matches!(c, ' ' | '(' | ')' | '+' | '-' | '.' | '/')
 }
 

@@ -7,6 +7,7 @@
 pub mod backfill;
 pub mod callhippo_api;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod erasure;
 pub mod event;

@@ -62,6 +62,14 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let sink = Arc::new(PgSink::new(pool.clone()));
         let erasures = sink.erasures();
+        let console = (settings.admin_token.as_deref()).map(|secret| {
+            crate::console::Console::new(
+                secret,
+                sink.clone(),
+                settings.report.zone,
+                settings.api_zone,
+            )
+        });
         tokio::spawn(refresh_erasures(sink.clone(), schema_ready.clone()));
         let (ingestor, workers) = Ingestor::start(
             sink,
@@ -82,6 +90,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             refusals: http::RefusalLog::default(),
             erasures,
+            console,
         });
         let metrics_here = metrics_listener.is_none();
         let main_state = state.clone();

@@ -15,7 +15,7 @@ impl Token {
         Token(Sha256::digest(secret.as_bytes()).into())
     }
 
-    fn matches(&self, candidate: &str) -> bool {
+    pub(crate) fn matches(&self, candidate: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
         self.0.ct_eq(&digest).into()
     }

@@ -3,6 +3,7 @@
 
 mod answer;
 mod auth;
+mod console;
 mod health;
 mod refusals;
 mod webhook;
@@ -37,6 +38,8 @@ pub struct AppState {
     /// What the writers know of erasures: an event about one is answered at once, neither
     /// queued nor spooled (the writers check again, under the database's guard).
     pub erasures: Arc<crate::erasure::Erasures>,
+    /// The operator console; `None` without ADMIN_TOKEN (its paths answer 404).
+    pub console: Option<crate::console::Console>,
 }
 
 pub use refusals::RefusalLog;
@@ -66,6 +69,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, metrics_here: bool) {
             .route(web::get().to(health::readyz))
             .route(web::head().to(health::readyz)),
     )
+    .configure(console::routes)
     .default_service(web::to(not_found));
 }
 
