@@ -3,6 +3,7 @@
 
 mod backfill;
 mod cli;
+mod console;
 mod fake_api;
 mod helpers;
 mod idempotency;
