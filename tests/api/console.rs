@@ -234,6 +234,28 @@ async fn the_summary_has_the_figures_and_the_lists_masked() {
         .unwrap()
         .contains("callSid is missing"));
 
+    // Reconciliation runs, with what they filled in; an error's numbers masked.
+    sqlx::query(
+        "INSERT INTO sync_runs (kind, trigger, range_from, range_to, finished_at, status,
+                                records, inserted, filled, unchanged, rejected, error)
+         VALUES ('call', 'reconcile', current_date - 1, current_date, now(), 'succeeded',
+                 40, 3, 2, 35, 0, NULL),
+                ('call', 'backfill', current_date - 30, current_date, now(), 'failed',
+                 10, 0, 0, 10, 0, 'page 2: record for +1 (555) 010-2030 unreadable')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let s = summary(&app).await;
+    let runs = s["sync_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["trigger"], "backfill");
+    assert_eq!(runs[0]["error"], "page 2: record for …2030 unreadable");
+    assert_eq!(runs[1]["inserted"], 3);
+    assert_eq!(runs[1]["filled"], 2);
+    let html = s["html"]["sync_runs"].as_str().unwrap();
+    assert!(html.contains("3 new, 2 completed"), "{html}");
+
     // A redelivery and a changed call log show as such.
     assert_eq!(app.post(bodies[1].clone()).await.1["status"], "duplicate");
     let changed = with(&bodies[2], "status", json!("Missed"));
