@@ -25,6 +25,7 @@ pub struct Application {
     server: Server,
     workers: Workers,
     spool: Spool,
+    rollup: crate::rollup::Maintainer,
 }
 
 impl Application {
@@ -78,7 +79,7 @@ impl Application {
             schema_ready.clone(),
             metrics.clone(),
         );
-        start_background_tasks(&settings, &pool, &metrics, &schema_ready)?;
+        let rollup = start_background_tasks(&settings, &pool, &metrics, &schema_ready)?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             ingestor,
@@ -88,20 +89,22 @@ impl Application {
             db_runtime: tokio::runtime::Handle::current(),
             token: settings.webhook_token.as_deref().map(Token::new),
             max_body_bytes: settings.max_body_bytes,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                (crate::config::defaults::BODY_BYTES_IN_FLIGHT as usize)
+                    .max(2 * settings.max_body_bytes),
+            )),
             refusals: http::RefusalLog::default(),
             erasures,
             console,
         });
-        let metrics_here = metrics_listener.is_none();
-        let main_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(main_state.clone())
-                .configure(|cfg| http::routes(cfg, metrics_here))
-        })
-        .listen(listener)?
-        .shutdown_timeout(30)
-        .run();
+        let server = http::webhook_server(
+            listener,
+            state.clone(),
+            http::ServerSettings {
+                max_connections: settings.max_connections,
+                metrics_here: metrics_listener.is_none(),
+            },
+        )?;
         tracing::info!(address = %settings.listen_addr, port, "serving");
         let mut metrics_port = None;
         if let Some(listener) = metrics_listener {
@@ -124,6 +127,7 @@ impl Application {
             server,
             workers,
             spool,
+            rollup,
         })
     }
 
@@ -140,6 +144,8 @@ impl Application {
     /// writer has committed everything it acknowledged.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        // A catch-up under way would run on in PostgreSQL after this process has gone.
+        self.rollup.stop().await;
         // The server has dropped its handlers, and with them every way to submit.
         self.workers.join().await;
         let left = self.spool.depth().events;
@@ -158,13 +164,14 @@ impl Application {
 }
 
 /// Reconciliation with CallHippo's API and retention, when they are set: tasks beside the
-/// webhook path, for as long as the service runs.
+/// webhook path, for as long as the service runs. The summaries' maintainer is returned, to
+/// be stopped with the service.
 fn start_background_tasks(
     settings: &ServeSettings,
     pool: &PgPool,
     metrics: &Arc<Metrics>,
     schema_ready: &Arc<AtomicBool>,
-) -> Result<(), SettingError> {
+) -> Result<crate::rollup::Maintainer, SettingError> {
     if let Some(reconcile) = settings.reconcile.clone() {
         let client = ApiClient::new(&reconcile.api_url, &reconcile.token).map_err(SettingError)?;
         tracing::info!(
@@ -181,12 +188,12 @@ fn start_background_tasks(
             schema_ready.clone(),
         ));
     }
-    tokio::spawn(crate::rollup::run(
+    let rollup = crate::rollup::Maintainer::start(
         store::slow_work_pool(&settings.db).map_err(SettingError)?,
         settings.report,
         crate::config::defaults::ROLLUP_EVERY,
         schema_ready.clone(),
-    ));
+    );
     let retention = store::retention::Retention {
         raw_days: settings.raw_retention_days,
         call_days: settings.call_retention_days,
@@ -207,7 +214,7 @@ fn start_background_tasks(
             crate::config::defaults::RETENTION_EVERY,
         ));
     }
-    Ok(())
+    Ok(rollup)
 }
 
 /// Keeps what the webhook knows of erasures current (every write checks again anyway).

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 pub const LISTEN_ADDR: &str = "0.0.0.0:8080";
 pub const MAX_BODY_BYTES: u64 = 262_144;
+pub const MAX_CONNECTIONS: u64 = 10_000;
+/// Body bytes all requests together may hold while being read (at least two of the largest).
+pub const BODY_BYTES_IN_FLIGHT: u64 = 64 << 20;
 pub const SPOOL_DIR: &str = "spool";
 pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
 pub const DB_POOL_SIZE: u64 = 8;
@@ -40,6 +43,7 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest values taken.
 pub mod max {
     pub const MAX_BODY_BYTES: u64 = 64 << 20;
+    pub const MAX_CONNECTIONS: u64 = 1_000_000;
     pub const RETENTION_DAYS: u64 = 100_000;
     pub const SERVICE_LEVEL_SECONDS: u64 = 3_600;
     pub const DB_POOL_SIZE: u64 = 1_000;

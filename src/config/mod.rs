@@ -300,6 +300,11 @@ pub struct ServeArgs {
           value_parser = whole("MAX_BODY_BYTES", max::MAX_BODY_BYTES))]
     pub max_body_bytes: u64,
 
+    /// Most connections open at once; past it, new ones wait to be accepted.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS,
+          value_parser = whole("MAX_CONNECTIONS", max::MAX_CONNECTIONS))]
+    pub max_connections: u64,
+
     /// Where events wait while the database is unreachable.
     #[arg(long, env = "SPOOL_DIR", default_value = defaults::SPOOL_DIR)]
     pub spool_dir: PathBuf,
@@ -459,6 +464,7 @@ pub struct ServeSettings {
     /// The account's zone, for records of CallHippo's API the console's Replay reads again.
     pub api_zone: chrono_tz::Tz,
     pub max_body_bytes: usize,
+    pub max_connections: usize,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub raw_retention_days: Option<u32>,
@@ -485,6 +491,7 @@ impl ServeSettings {
             admin_token: None,
             api_zone: chrono_tz::UTC,
             max_body_bytes: defaults::MAX_BODY_BYTES as usize,
+            max_connections: defaults::MAX_CONNECTIONS as usize,
             spool_dir: PathBuf::from(defaults::SPOOL_DIR),
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
             raw_retention_days: None,
@@ -582,6 +589,7 @@ impl ServeArgs {
             admin_token,
             api_zone: self.api.account.zone,
             max_body_bytes: self.max_body_bytes as usize,
+            max_connections: self.max_connections as usize,
             spool_dir: self.spool_dir.clone(),
             spool_max_bytes: self.spool_max_bytes,
             raw_retention_days: (self.raw_retention_days)

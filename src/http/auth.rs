@@ -1,6 +1,7 @@
 //! The shared-secret check: `?token=…` (the vendor lets users paste only a URL) or
 //! `Authorization: Bearer …`, compared in constant time.
 
+use actix_web::http::header::HeaderMap;
 use actix_web::HttpRequest;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -24,11 +25,16 @@ impl Token {
     /// One guess a request: several `token` parameters, or several `Authorization` headers,
     /// are refused without trying any, so that one request cannot try thousands.
     pub fn admits(&self, req: &HttpRequest) -> bool {
-        let query: Vec<_> = form_urlencoded::parse(req.query_string().as_bytes())
+        self.admits_parts(req.headers(), req.query_string())
+    }
+
+    /// [`Token::admits`] on a request's headers and query string.
+    pub fn admits_parts(&self, headers: &HeaderMap, query_string: &str) -> bool {
+        let query: Vec<_> = form_urlencoded::parse(query_string.as_bytes())
             .filter(|(k, _)| k == "token")
             .map(|(_, v)| v)
             .collect();
-        let headers: Vec<_> = (req.headers())
+        let headers: Vec<_> = headers
             .get_all(actix_web::http::header::AUTHORIZATION)
             .collect();
         if query.len() > 1 || headers.len() > 1 {

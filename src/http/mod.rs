@@ -3,11 +3,14 @@
 
 mod answer;
 mod auth;
+mod closing;
 mod console;
 mod health;
 mod refusals;
+mod server;
 mod webhook;
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use sqlx::PgPool;
 
@@ -33,6 +36,8 @@ pub struct AppState {
     pub db_runtime: tokio::runtime::Handle,
     pub token: Option<Token>,
     pub max_body_bytes: usize,
+    /// Body bytes all requests together may hold while being read: a reader waits for room.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Bounds the log lines of refused requests.
     pub refusals: refusals::RefusalLog,
     /// What the writers know of erasures: an event about one is answered at once, neither
@@ -43,6 +48,7 @@ pub struct AppState {
 }
 
 pub use refusals::RefusalLog;
+pub use server::{webhook_server, ServerSettings};
 
 pub const WEBHOOK_PATH: &str = "/webhooks/callhippo";
 
@@ -96,17 +102,31 @@ async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
 
 /// Counts, logs (bounded) and answers a request refused before its body was read.
 fn refused(req: &HttpRequest, state: &AppState, answer: Answer, started: Instant) -> HttpResponse {
+    count_refusal(state, req.method(), req.path(), &answer, started);
+    answer.into_response()
+}
+
+/// Counts and logs (bounded) a refusal.
+fn count_refusal(state: &AppState, method: &Method, path: &str, answer: &Answer, started: Instant) {
     let elapsed = started.elapsed();
     state.metrics.refused(answer.code, elapsed);
-    log_unauthenticated(req, state, "refused", answer.status, answer.code, elapsed);
-    answer.into_response()
+    log_unauthenticated(
+        state,
+        method,
+        path,
+        "refused",
+        answer.status,
+        answer.code,
+        elapsed,
+    );
 }
 
 /// The log line of a request anyone may send without a token (a refusal, CallHippo's `GET`
 /// of the URL), unless too many came this second: see [`RefusalLog`].
 fn log_unauthenticated(
-    req: &HttpRequest,
     state: &AppState,
+    method: &Method,
+    path: &str,
     message: &'static str,
     outcome: &'static str,
     code: u16,
@@ -122,8 +142,8 @@ fn log_unauthenticated(
         );
     }
     tracing::info!(
-        method = %req.method(),
-        path = refusals::loggable_path(req.path()),
+        method = %method,
+        path = refusals::loggable_path(path),
         outcome,
         code,
         latency_ms = milliseconds(elapsed),

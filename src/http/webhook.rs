@@ -18,15 +18,26 @@ use crate::payload;
 
 /// How long a client may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much of a refused body is read and thrown away, so that the client gets its answer
-/// rather than a reset connection; past this the connection is closed.
-const DRAIN_LIMIT: usize = 16 << 20;
+/// The first buffer of a body; it grows with what arrives, never to a length only declared.
+const FIRST_BUFFER: usize = 16 << 10;
+
+/// The answer to a webhook without the token.
+pub const TOKEN_REFUSED: &str =
+    "missing or wrong token: add ?token=… to the URL or send Authorization: Bearer …";
 
 /// `GET`/`HEAD`: the vendor checks that the URL answers, token or not.
 pub async fn probe(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
     let response = HttpResponse::Ok().json(json!({"status": "ok"}));
-    super::log_unauthenticated(&req, &state, "probe", "ok", 200, started.elapsed());
+    super::log_unauthenticated(
+        &state,
+        req.method(),
+        req.path(),
+        "probe",
+        "ok",
+        200,
+        started.elapsed(),
+    );
     response
 }
 
@@ -56,18 +67,17 @@ pub async fn receive(
 
 async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answer {
     if let Some(token) = &state.token {
+        // The body is left unread: the connection closes after the answer (closing.rs).
         if !token.admits(req) {
-            drain(body).await;
-            return Answer::rejected(
-                401,
-                "missing or wrong token: add ?token=… to the URL or send Authorization: Bearer …",
-            );
+            return Answer::rejected(401, TOKEN_REFUSED);
         }
     }
-    let bytes = match read_body(req, body, state.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return e.answer(state.max_body_bytes),
-    };
+    // The permit holds the body's share of the budget until the event is handed on.
+    let (bytes, _budget) =
+        match read_body(req, body, state.max_body_bytes, &state.body_budget).await {
+            Ok(b) => b,
+            Err(e) => return e.answer(state.max_body_bytes),
+        };
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -206,43 +216,41 @@ async fn read_body(
     req: &HttpRequest,
     mut body: web::Payload,
     limit: usize,
-) -> Result<BytesMut, BodyError> {
+    budget: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<(BytesMut, Option<tokio::sync::OwnedSemaphorePermit>), BodyError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    // Refused bodies are left unread: the connection closes after the answer (closing.rs).
     if declared.is_some_and(|n| n > limit as u64) {
-        drain(body).await;
         return Err(BodyError::TooLarge);
     }
     let read = async {
-        let mut buf = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit as u64) as usize);
+        let first = declared
+            .map_or(FIRST_BUFFER, |n| n as usize)
+            .min(FIRST_BUFFER);
+        let mut buf = BytesMut::with_capacity(first);
+        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| BodyError::Unreadable(e.to_string()))?;
             if buf.len() + chunk.len() > limit {
-                drain(body).await;
                 return Err(BodyError::TooLarge);
+            }
+            let permit = (budget.clone())
+                .acquire_many_owned(chunk.len() as u32)
+                .await
+                .map_err(|_| BodyError::Unreadable("the server is stopping".into()))?;
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
             }
             buf.extend_from_slice(&chunk);
         }
-        Ok(buf)
+        Ok((buf, held))
     };
     tokio::time::timeout(BODY_TIMEOUT, read)
         .await
         .unwrap_or(Err(BodyError::TimedOut))
-}
-
-/// Reads and discards what is left of a body (bounded in size and time).
-async fn drain(mut body: web::Payload) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut seen = 0;
-        while let Some(Ok(chunk)) = body.next().await {
-            seen += chunk.len();
-            if seen > DRAIN_LIMIT {
-                break;
-            }
-        }
-    })
-    .await;
 }

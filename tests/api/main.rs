@@ -5,6 +5,7 @@ mod backfill;
 mod cli;
 mod console;
 mod fake_api;
+mod hardening;
 mod helpers;
 mod idempotency;
 mod metrics;
