@@ -159,7 +159,7 @@ pub(super) async fn write_usual(
 async fn update_calls(
     conn: &mut PgConnection,
     calls: &[super::plan::Row<'_, CallRecord>],
-    tag_ids: &HashMap<String, i32>,
+    tag_ids: &HashMap<String, super::tables::tags::TagId>,
     outcomes: &mut [Outcome],
     seen: i64,
 ) -> Result<(), StoreError> {
@@ -175,7 +175,7 @@ async fn run_statement(
     batch: &[Delivery],
     memory: &BatchMemory,
     plan: &BatchPlan<'_>,
-    tag_ids: &HashMap<String, i32>,
+    tag_ids: &HashMap<String, super::tables::tags::TagId>,
     seen: i64,
 ) -> Result<Written, StoreError> {
     let (mut link_sids, mut link_tags) = (Vec::new(), Vec::new());

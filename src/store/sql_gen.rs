@@ -197,7 +197,7 @@ fn batch_sql(new_calls: bool) -> String {
     let sms = upsert_parts::<SmsRecord>("sms_in", links + 2, true);
     let status = upsert_parts::<CallStatusRecord>("status_in", links + 2 + sms.params, true);
     let (call_names, _) = TableNames::of::<CallRecord>();
-    let links_in = format!("unnest(${links}::text[], ${}::integer[])", links + 1);
+    let links_in = format!("unnest(${links}::text[], ${}::bigint[])", links + 1);
     let (raw_returning, new_only, on_conflict, on_conflict_links) = bet_clauses(new_calls);
     let guard = links + 2 + sms.params + status.params;
     format!(

@@ -834,6 +834,35 @@ async fn repeated_tag_names_use_no_ids() {
     assert_eq!(app.row(last_id).await["n"], 3, "one more name, one more id");
 }
 
+/// Tag ids go past 2^31 (bigint): years of new names never run them out.
+#[tokio::test]
+async fn tag_ids_go_past_the_integer_range() {
+    let app = spawn_app().await;
+    sqlx::query("ALTER SEQUENCE tags_id_seq RESTART WITH 2147483646")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let call = with(CALL, "tags", json!(["One", "Two", "Three", "Four"]));
+    let (code, answer) = app.post(call).await;
+    assert_eq!(code, 200, "{answer}");
+    let row = app
+        .row("SELECT max(t.id) AS top, count(*) AS n FROM call_tags ct JOIN tags t ON t.id = ct.tag_id")
+        .await;
+    assert_eq!(row["n"], 4);
+    assert!(row["top"].as_i64().unwrap() > i64::from(i32::MAX), "{row}");
+    let tags = app.row("SELECT tags FROM call_history").await;
+    assert_eq!(tags["tags"], json!(["Four", "One", "Three", "Two"]));
+    // Written again (the update path), the same ids.
+    let changed = with(
+        &with(CALL, "tags", json!(["Two", "Five"])),
+        "status",
+        json!("Missed"),
+    );
+    assert_eq!(app.post(changed).await.1["status"], "updated");
+    let tags = app.row("SELECT tags FROM call_history").await;
+    assert_eq!(tags["tags"], json!(["Five", "Two"]));
+}
+
 /// An event the database itself refuses is answered 422 without the database's words, which
 /// raw_events.error keeps.
 #[tokio::test]

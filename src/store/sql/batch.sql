@@ -64,7 +64,7 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
          links AS (
              INSERT INTO call_tags (call_sid, tag_id)
              SELECT l.call_sid, l.tag_id
-               FROM unnest($45::text[], $46::integer[]) AS l(call_sid, tag_id)
+               FROM unnest($45::text[], $46::bigint[]) AS l(call_sid, tag_id)
                JOIN calls_new USING (call_sid)
               ORDER BY 1, 2
              ON CONFLICT DO NOTHING
@@ -85,7 +85,7 @@ WITH raw AS (INSERT INTO raw_events AS r (kind, body_sha256, payload, body, body
              SELECT m.call_sid FROM calls_match m
               WHERE ARRAY(SELECT ct.tag_id FROM call_tags ct
                            WHERE ct.call_sid = m.call_sid ORDER BY 1)
-                  = ARRAY(SELECT l.tag_id FROM unnest($45::text[], $46::integer[]) AS l(call_sid, tag_id)
+                  = ARRAY(SELECT l.tag_id FROM unnest($45::text[], $46::bigint[]) AS l(call_sid, tag_id)
                            WHERE l.call_sid = m.call_sid ORDER BY 1)),
          sms_in AS (SELECT x.sms_key, x.sms_type, x.from_number, x.to_number, x.status, x.content, x.logged_at, x.sms_charge::numeric AS sms_charge, x.agent_email, x.agent_name, x.admin_email, x.parse_warnings::jsonb AS parse_warnings, x.first_at, x.last_at
   FROM (SELECT unnest($47::text[]) AS sms_key,

@@ -65,7 +65,7 @@ const SYNC_CALL_TAGS: &str = "
         SELECT c.call_sid FROM calls c JOIN batch b USING (call_sid)
          WHERE c.call_sid = ANY ($1::text[]) AND c.updated_at <= b.at),
     wanted AS (
-        SELECT * FROM unnest($3::text[], $4::integer[]) AS w(call_sid, tag_id)
+        SELECT * FROM unnest($3::text[], $4::bigint[]) AS w(call_sid, tag_id)
          WHERE w.call_sid IN (SELECT call_sid FROM eligible)),
     current AS (
         SELECT call_sid, tag_id FROM call_tags
@@ -96,14 +96,14 @@ const SYNC_CALL_TAGS: &str = "
 /// The tags of calls this batch inserted: they cannot have any yet.
 const INSERT_CALL_TAGS: &str = "
     INSERT INTO call_tags (call_sid, tag_id)
-    SELECT * FROM unnest($1::text[], $2::integer[]) AS w(call_sid, tag_id)
+    SELECT * FROM unnest($1::text[], $2::bigint[]) AS w(call_sid, tag_id)
      ORDER BY 1, 2
     ON CONFLICT DO NOTHING";
 
 pub(in crate::store) async fn upsert_calls(
     conn: &mut PgConnection,
     round: &[Row<'_, CallRecord>],
-    tag_ids: &HashMap<String, i32>,
+    tag_ids: &HashMap<String, super::tags::TagId>,
     outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
     let rows = with_times(round);
@@ -194,7 +194,7 @@ const FILL_CALLS: &str = include_str!("../sql/calls_fill.sql");
 pub(in crate::store) async fn fill_calls(
     conn: &mut PgConnection,
     round: &[Row<'_, CallRecord>],
-    tag_ids: &HashMap<String, i32>,
+    tag_ids: &HashMap<String, super::tags::TagId>,
     outcomes: &mut [Outcome],
 ) -> Result<(), sqlx::Error> {
     let rows = with_times(round);

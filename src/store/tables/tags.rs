@@ -4,10 +4,13 @@ use std::collections::HashMap;
 
 use sqlx::{PgConnection, Row};
 
+/// A tag's id (`bigint` since V9: names that come and go for years never run it out).
+pub type TagId = i64;
+
 /// Tag names and their ids, which never change once committed (tags are never deleted):
 /// after the first few batches, a batch needs no statement for its tags.
 #[derive(Default)]
-pub struct TagCache(std::sync::RwLock<HashMap<String, i32>>);
+pub struct TagCache(std::sync::RwLock<HashMap<String, TagId>>);
 
 impl TagCache {
     /// Bounds the memory a flood of distinct names could take; past it, misses are asked
@@ -18,7 +21,7 @@ impl TagCache {
         &self,
         conn: &mut PgConnection,
         names: impl Iterator<Item = &'a String>,
-    ) -> Result<HashMap<String, i32>, sqlx::Error> {
+    ) -> Result<HashMap<String, TagId>, sqlx::Error> {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
         {
@@ -55,7 +58,7 @@ impl TagCache {
 pub(in crate::store) async fn ensure_tags<'a>(
     conn: &mut PgConnection,
     names: impl Iterator<Item = &'a String>,
-) -> Result<HashMap<String, i32>, sqlx::Error> {
+) -> Result<HashMap<String, TagId>, sqlx::Error> {
     let mut names: Vec<&str> = names.map(String::as_str).collect();
     if names.is_empty() {
         return Ok(HashMap::new());
@@ -71,15 +74,15 @@ pub(in crate::store) async fn ensure_tags<'a>(
               WHERE NOT EXISTS (SELECT FROM tags t WHERE t.name = n)
               ORDER BY n
              ON CONFLICT (name) DO NOTHING
-             RETURNING id, name)
+             RETURNING id::bigint AS id, name)
          SELECT id, name FROM added
          UNION ALL
-         SELECT id, name FROM tags WHERE name = ANY($1::text[])",
+         SELECT id::bigint, name FROM tags WHERE name = ANY($1::text[])",
     )
     .bind(&names)
     .fetch_all(&mut *conn)
     .await?;
-    let mut ids: HashMap<String, i32> = rows
+    let mut ids: HashMap<String, TagId> = rows
         .iter()
         .map(|r| Ok((r.try_get("name")?, r.try_get("id")?)))
         .collect::<Result<_, sqlx::Error>>()?;
@@ -91,7 +94,7 @@ pub(in crate::store) async fn ensure_tags<'a>(
             .copied()
             .filter(|n| !ids.contains_key(*n))
             .collect();
-        for r in sqlx::query("SELECT id, name FROM tags WHERE name = ANY($1::text[])")
+        for r in sqlx::query("SELECT id::bigint AS id, name FROM tags WHERE name = ANY($1::text[])")
             .bind(&missing)
             .fetch_all(&mut *conn)
             .await?
