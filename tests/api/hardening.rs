@@ -196,3 +196,131 @@ async fn no_100_continue_before_the_token() {
     );
     assert_eq!(app.count("calls").await, 1);
 }
+
+/// A small tmpfs of its own (the tests run as root, as CI does), unmounted when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    fn tmpfs(options: &str) -> Mounted {
+        let dir = std::env::temp_dir().join(format!("chi-mount-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "could not mount a tmpfs at {} (these tests need root, as CI has)",
+            dir.display()
+        );
+        Mounted(dir)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A service whose database never answers, spooling into `spool`.
+async fn spooling_app(spool: &std::path::Path) -> String {
+    let mut settings = callhippo_ingest::config::ServeSettings::new(&format!(
+        "postgres://postgres@127.0.0.1:{}/nowhere",
+        free_port()
+    ));
+    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
+    settings.spool_dir = spool.to_owned();
+    settings.db.timeout = Duration::from_millis(300);
+    let app = callhippo_ingest::startup::Application::build(settings)
+        .await
+        .expect("serves while the database is down");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    address
+}
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "spool"))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_full_disk_makes_no_flood_of_segments_and_the_spool_recovers_when_space_returns() {
+    let disk = Mounted::tmpfs("size=512k,mode=0700");
+    // Most of the disk taken by something else; what is left fills after a few events.
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 400 << 10]).unwrap();
+    let spool = disk.0.join("spool");
+    let address = spooling_app(&spool).await;
+    let client = reqwest::Client::new();
+    let url = format!("{address}/webhooks/callhippo");
+    let body = |i: usize| {
+        with(CALL, "callSid", serde_json::json!(format!("CA-full-{i}"))) + &" ".repeat(2000)
+    };
+    let mut codes = std::collections::BTreeMap::new();
+    let started = Instant::now();
+    for i in 0..3_000 {
+        let (code, _) = send(client.post(&url).body(body(i))).await;
+        *codes.entry(code).or_insert(0) += 1;
+        if started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    assert!(codes.get(&202).copied().unwrap_or(0) > 0, "{codes:?}");
+    assert!(
+        codes.get(&503).copied().unwrap_or(0) > 100,
+        "the disk filled: {codes:?}"
+    );
+    assert!(
+        codes.keys().all(|c| *c == 202 || *c == 503),
+        "only queued or unavailable: {codes:?}"
+    );
+    let segments = segment_files(&spool);
+    assert!(segments <= 3, "{segments} segments after a full disk");
+
+    // Space returns: the spool takes events again (after its pause, at most 5 s).
+    std::fs::remove_file(&filler).unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut queued = false;
+    while Instant::now() < until {
+        let (code, _) = send(client.post(&url).body(body(100_000))).await;
+        if code == 202 {
+            queued = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(queued, "the spool takes events again once there is room");
+    assert!(segment_files(&spool) <= 3);
+}
+
+#[tokio::test]
+async fn a_read_only_spool_dir_is_a_setting_to_fix() {
+    let disk = Mounted::tmpfs("size=64k,ro");
+    let out = bin()
+        .args(["serve"])
+        .env("DATABASE_URL", url_for("postgres"))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("SPOOL_DIR", disk.0.join("spool"))
+        .env_remove("WEBHOOK_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SPOOL_DIR") && err.contains("not writable"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
