@@ -83,8 +83,7 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let delivery =
-        payload::read_delivery(bytes.freeze(), content_type, Utc::now(), Source::Webhook);
+    let delivery = decode(bytes.freeze(), content_type).await;
     if let Reading::Record(r) = &delivery.decoded.reading {
         r.warnings()
             .keys()
@@ -96,6 +95,27 @@ async fn handle(req: &HttpRequest, body: web::Payload, state: &AppState) -> Answ
     }
     let ack = state.ingestor.submit(delivery).await;
     final_answer(answer, ack)
+}
+
+/// Bodies larger than this are read on the blocking pool, not on the HTTP worker: a large
+/// JSON body takes a millisecond or more, while the worker has other connections to answer.
+const DECODE_INLINE_MAX: usize = 32 << 10;
+
+async fn decode(bytes: bytes::Bytes, content_type: Option<String>) -> crate::delivery::Delivery {
+    let received = Utc::now();
+    if bytes.len() <= DECODE_INLINE_MAX {
+        return payload::read_delivery(bytes, content_type, received, Source::Webhook);
+    }
+    let (copy, ct) = (bytes.clone(), content_type.clone());
+    match tokio::task::spawn_blocking(move || {
+        payload::read_delivery(copy, ct, received, Source::Webhook)
+    })
+    .await
+    {
+        Ok(delivery) => delivery,
+        // The pool is gone (the server is stopping): read it here.
+        Err(_) => payload::read_delivery(bytes, content_type, received, Source::Webhook),
+    }
 }
 
 /// What the answer says of the event itself, before its fate is known.
