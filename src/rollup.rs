@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tokio::sync::watch;
 
-use crate::store::rollup::{catch_up, ReportSettings, RollupFigures};
+use crate::store::rollup::{catch_up, catch_up_until, CatchUp, ReportSettings, RollupFigures};
 
 /// How long `rollup` waits for another process that is rolling up.
 const WAIT_FOR_OTHER: Duration = Duration::from_secs(600);
@@ -65,32 +66,60 @@ pub fn wait_after(took: Duration, every: Duration) -> Duration {
     (took * 10).clamp(every, LONGEST_WAIT.max(every))
 }
 
-/// `serve`'s maintainer: catches up every `every` (longer when catching up is slow, see
-/// [`wait_after`]), once the schema is migrated.
-pub async fn run(
+/// `serve`'s maintainer: a task that catches up every `every` (longer when catching up is
+/// slow, see [`wait_after`]), once the schema is migrated, until [`Maintainer::stop`].
+pub struct Maintainer {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Maintainer {
+    pub fn start(
+        pool: PgPool,
+        settings: ReportSettings,
+        every: Duration,
+        schema_ready: Arc<AtomicBool>,
+    ) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(pool, settings, every, schema_ready, stopped));
+        Maintainer { stop, task }
+    }
+
+    /// Stops the task. A catch-up under way is cancelled in PostgreSQL (it would otherwise
+    /// run there to its end, and hold the lock that `rollup` and the other replicas wait
+    /// for, after this process has gone); returns once it has ended.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn run(
     pool: PgPool,
     settings: ReportSettings,
     every: Duration,
     schema_ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
         let mut took = Duration::ZERO;
         if schema_ready.load(Ordering::Acquire) {
             let started = Instant::now();
-            match catch_up(&pool, &settings).await {
-                Ok(Some(f)) if f.rebuilt => tracing::info!(
+            match catch_up_until(&pool, &settings, &mut stop).await {
+                Ok(CatchUp::Done(f)) if f.rebuilt => tracing::info!(
                     zone = %settings.zone,
                     days = f.days,
                     took_ms = started.elapsed().as_millis() as u64,
                     "rollup: summary tables rebuilt"
                 ),
-                Ok(Some(f)) => tracing::debug!(
+                Ok(CatchUp::Done(f)) => tracing::debug!(
                     days = f.days,
                     marks = f.marks,
                     took_ms = started.elapsed().as_millis() as u64,
                     "rollup: summary tables up to date"
                 ),
-                Ok(None) => tracing::debug!("rollup: another replica is at it"),
+                Ok(CatchUp::Busy) => tracing::debug!("rollup: another replica is at it"),
+                Ok(CatchUp::Stopped) => break,
                 Err(e) => tracing::warn!(
                     error = %e,
                     "rollup: could not bring the summary tables up to date; will try again"
@@ -98,8 +127,13 @@ pub async fn run(
             }
             took = started.elapsed();
         }
-        tokio::time::sleep(wait_after(took, every)).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait_after(took, every)) => {}
+            // Err: the sender is gone.
+            _ = stop.wait_for(|s| *s) => break,
+        }
     }
+    tracing::debug!("rollup: stopped");
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use sqlx::{Connection, PgPool};
+use tokio::sync::watch;
 
 const ROLLUP_LOCK_KEY: i64 = 0x6368_6970_726f_6c6c; // "chiproll"
 
@@ -62,14 +63,47 @@ pub async fn catch_up(
     pool: &PgPool,
     settings: &ReportSettings,
 ) -> Result<Option<RollupFigures>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(ROLLUP_LOCK_KEY)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !locked {
-        return Ok(None);
+    let (_keep, mut never) = watch::channel(false);
+    Ok(match catch_up_until(pool, settings, &mut never).await? {
+        CatchUp::Done(figures) => Some(figures),
+        CatchUp::Busy | CatchUp::Stopped => None,
+    })
+}
+
+/// How [`catch_up_until`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The summaries are up to date.
+    Done(RollupFigures),
+    /// Another process is bringing them up to date now.
+    Busy,
+    /// Told to stop: the catch-up under way was cancelled (nothing of it is kept).
+    Stopped,
+}
+
+/// [`catch_up`], given up as soon as `stop` says true (or its sender is dropped): the
+/// statement under way is cancelled in PostgreSQL, rather than left to run there, holding the
+/// lock, after the process that started it has gone.
+pub async fn catch_up_until(
+    pool: &PgPool,
+    settings: &ReportSettings,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<CatchUp, sqlx::Error> {
+    if stopped(stop) {
+        return Ok(CatchUp::Stopped);
     }
+    let mut conn = pool.acquire().await?;
+    // The backend's pid, to cancel its statement from another connection.
+    let (locked, pid): (bool, i32) =
+        sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
+            .bind(ROLLUP_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !locked {
+        return Ok(CatchUp::Busy);
+    }
+    // Whether the connection may still be used: not when a cancelled statement did not end.
+    let mut usable = true;
     let result = async {
         let mut tx = conn.begin().await?;
         // Before any query: the whole catch-up reads one snapshot, and removes exactly the
@@ -81,19 +115,38 @@ pub async fn catch_up(
         sqlx::query("SELECT set_config('statement_timeout', '0', true), set_config('enable_seqscan', 'on', true)")
             .execute(&mut *tx)
             .await?;
-        let figures: RollupFigures = sqlx::query_as(
-            "SELECT rebuilt, marks, days
-               FROM callhippo_rollup($1, $2, make_interval(secs => $3))",
-        )
-        .bind(settings.zone.name())
-        .bind(settings.service_level_seconds as i32)
-        .bind(settings.callback_window.as_secs_f64())
-        .fetch_one(&mut *tx)
-        .await?;
+        if stopped(stop) {
+            return Ok(CatchUp::Stopped);
+        }
+        let figures = {
+            let call = sqlx::query_as::<_, RollupFigures>(
+                "SELECT rebuilt, marks, days
+                   FROM callhippo_rollup($1, $2, make_interval(secs => $3))",
+            )
+            .bind(settings.zone.name())
+            .bind(settings.service_level_seconds as i32)
+            .bind(settings.callback_window.as_secs_f64())
+            .fetch_one(&mut *tx);
+            tokio::pin!(call);
+            tokio::select! {
+                biased;
+                done = &mut call => done?,
+                () = until_stopped(stop) => {
+                    usable = cancel(pool, pid, call.as_mut()).await;
+                    return Ok(CatchUp::Stopped);
+                }
+            }
+        };
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(figures)
+        Ok::<_, sqlx::Error>(CatchUp::Done(figures))
     }
     .await;
+    if !usable {
+        // Its statement may still be running: nothing more can be said on it. Closing it
+        // ends the session (and the lock) once that statement ends.
+        drop(conn.detach());
+        return result;
+    }
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(ROLLUP_LOCK_KEY)
         .execute(&mut *conn)
@@ -102,5 +155,54 @@ pub async fn catch_up(
         // The lock goes with the session: close it rather than give it back to the pool.
         let _ = conn.detach().close().await;
     }
-    result.map(Some)
+    result
+}
+
+fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
+async fn until_stopped(stop: &mut watch::Receiver<bool>) {
+    // Err: the sender is gone, and with it whoever could still want the catch-up.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// How long a cancelled statement gets to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// Cancels the statement of backend `pid` from another connection of `pool`, again every
+/// half second (a cancel that lands before the backend has read the statement does
+/// nothing), until `call` ends or [`CANCEL_WAIT`] has passed. Whether it ended.
+async fn cancel<F: std::future::Future>(
+    pool: &PgPool,
+    pid: i32,
+    mut call: std::pin::Pin<&mut F>,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+    loop {
+        let sent = match tokio::time::timeout_at(deadline, pool.acquire()).await {
+            Ok(Ok(mut other)) => sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&mut *other)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no connection in time".to_owned()),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(%error, pid, "rollup: could not cancel the catch-up under way");
+        }
+        let next = (tokio::time::Instant::now() + Duration::from_millis(500)).min(deadline);
+        if tokio::time::timeout_at(next, call.as_mut()).await.is_ok() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                pid,
+                "rollup: the catch-up under way did not end when cancelled; its connection is dropped"
+            );
+            return false;
+        }
+    }
 }

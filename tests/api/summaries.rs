@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono_tz::America::New_York;
 use chrono_tz::Tz;
 use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection};
 
 use crate::helpers::*;
 
@@ -511,4 +512,61 @@ async fn the_call_centre_figures_of_a_crafted_day() {
         json!({"unreturned_missed": 0})
     );
     assert_exact(&app, New_York, "the crafted days").await;
+}
+
+/// `serve` stopped while a catch-up runs: its statement is cancelled in PostgreSQL rather
+/// than left to run there, after the process has gone, holding the lock `rollup` waits for.
+#[tokio::test]
+async fn stopping_serve_cancels_the_catch_up_under_way() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let spool = std::env::temp_dir().join(format!("chi-spool-{}", db.name));
+    let server = serve_process(&db.url, port, &spool);
+    wait_ready(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    // While this transaction holds rollup_state, serve's next catch-up waits for it inside
+    // callhippo_rollup(): a catch-up that would never end by itself.
+    let mut holder = PgConnection::connect(&db.url).await.unwrap();
+    holder
+        .execute("BEGIN; LOCK TABLE rollup_state IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let pool = db.pool().await;
+    let waiting = "SELECT pid FROM pg_stat_activity
+                    WHERE datname = current_database() AND wait_event_type = 'Lock'
+                      AND query LIKE '%callhippo_rollup(%'";
+    let mut pid: Option<i32> = None;
+    for _ in 0..300 {
+        pid = sqlx::query_scalar(waiting)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        if pid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = pid.expect("serve's catch-up waits for rollup_state within 30 s");
+
+    assert!(sigterm(server).await.success());
+    let mut gone = false;
+    for _ in 0..50 {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if left == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "the catch-up's backend {pid} still runs 5 s after serve stopped"
+    );
+    // Nothing holds the lock: a catch-up goes ahead at once (rollup_in gives up after 5 s).
+    holder.execute("ROLLBACK").await.unwrap();
+    rollup_in(&pool, chrono_tz::UTC).await;
+    let _ = std::fs::remove_dir_all(spool);
 }
