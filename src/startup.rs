@@ -43,6 +43,12 @@ impl Application {
         if let Some(warning) = token_warning(settings.webhook_token.as_deref()) {
             tracing::warn!("{warning}");
         }
+        if (settings.admin_token.as_deref()).is_some_and(|t| t.chars().count() < TOKEN_MIN_LEN) {
+            tracing::warn!(
+                "ADMIN_TOKEN is shorter than {TOKEN_MIN_LEN} characters and could be guessed: \
+                 choose a longer one (openssl rand -hex 16)"
+            );
+        }
 
         let pool = store::pool(&settings.db).map_err(SettingError)?;
         // Migrate now when the database answers, so that a broken migration stops the start.

@@ -1,8 +1,9 @@
 //! Who may see the console: whoever holds `ADMIN_TOKEN`, given once as `?token=…` (then kept
 //! in an `HttpOnly`, `SameSite=Strict` cookie) or as `Authorization: Bearer …` by scripts.
 //!
-//! The cookie holds a digest of the token, not the token: a cookie read off a browser does
-//! not give the secret, and a new `ADMIN_TOKEN` ends every session.
+//! The cookie holds its expiry and a digest of it keyed by the token, not the token: a cookie
+//! read off a browser does not give the secret, it stops working after 12 hours whatever the
+//! browser does, and a new `ADMIN_TOKEN` ends every session.
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
@@ -15,6 +16,9 @@ pub const COOKIE: &str = "callhippo_console";
 
 /// How long the cookie lasts: a working day and night.
 const COOKIE_MAX_AGE_S: u32 = 12 * 3600;
+
+/// Cookies of our name looked at in one request.
+const MAX_COOKIES: usize = 4;
 
 pub struct AdminAuth {
     token: Token,
@@ -53,7 +57,7 @@ impl AdminAuth {
     pub fn access(&self, req: &HttpRequest) -> Access {
         let authorizations: Vec<_> = req.headers().get_all(header::AUTHORIZATION).collect();
         let cookies = cookie_values(req);
-        if authorizations.len() > 1 || cookies.len() > 1 {
+        if authorizations.len() > 1 {
             return Access::Denied;
         }
         let bearer = (authorizations.first())
@@ -63,9 +67,13 @@ impl AdminAuth {
                 scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
             })
             .is_some_and(|t| self.token.matches(t));
-        let cookie = (cookies.first())
-            .and_then(|v| hex::decode(v).ok())
-            .is_some_and(|v| v.len() == 32 && bool::from(v.ct_eq(&self.session)));
+        // Another program on this host (cookies do not tell ports apart) may have set one of
+        // the same name: any of a few may be ours.
+        let now = chrono::Utc::now().timestamp();
+        let cookie = cookies
+            .iter()
+            .take(MAX_COOKIES)
+            .any(|v| self.is_session(v, now));
         match (bearer, cookie) {
             (true, _) => Access::Bearer,
             (false, true) => Access::Cookie,
@@ -87,11 +95,33 @@ impl AdminAuth {
 
     /// The `Set-Cookie` value of a session; `Secure` when the page was reached over HTTPS.
     pub fn session_cookie(&self, secure: bool) -> String {
+        let expires = chrono::Utc::now().timestamp() + i64::from(COOKIE_MAX_AGE_S);
         format!(
-            "{COOKIE}={}; Path=/console; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Strict{}",
-            hex::encode(self.session),
+            "{COOKIE}={expires}.{}; Path=/console; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Strict{}",
+            hex::encode(self.seal(expires)),
             if secure { "; Secure" } else { "" }
         )
+    }
+
+    /// The digest that proves a session's expiry was set by a holder of the token.
+    fn seal(&self, expires: i64) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(self.session)
+            .chain_update(expires.to_be_bytes())
+            .finalize()
+            .into()
+    }
+
+    /// Whether `value` is a session this token sealed that has not expired.
+    fn is_session(&self, value: &str, now: i64) -> bool {
+        let Some((expires, seal)) = value.split_once('.') else {
+            return false;
+        };
+        let (Ok(expires), Ok(seal)) = (expires.parse::<i64>(), hex::decode(seal)) else {
+            return false;
+        };
+        let valid = seal.len() == 32 && bool::from(seal.ct_eq(&self.seal(expires)));
+        valid && now < expires && expires <= now + i64::from(COOKIE_MAX_AGE_S)
     }
 }
 
@@ -149,6 +179,30 @@ mod tests {
         assert_eq!(auth.access(&req), Access::Cookie);
         let other = AdminAuth::new("another-secret-0123456");
         assert_eq!(other.access(&req), Access::Denied);
+        // Beside a cookie of the same name set by another program, still ours.
+        let req = TestRequest::default()
+            .insert_header((header::COOKIE, format!("{COOKIE}=junk; {value}")))
+            .to_http_request();
+        assert_eq!(auth.access(&req), Access::Cookie);
+    }
+
+    #[test]
+    fn a_session_expires_and_cannot_be_extended() {
+        let auth = AdminAuth::new(SECRET);
+        let now = chrono::Utc::now().timestamp();
+        let sealed = |expires: i64| format!("{expires}.{}", hex::encode(auth.seal(expires)));
+        assert!(auth.is_session(&sealed(now + 60), now));
+        assert!(!auth.is_session(&sealed(now - 1), now), "expired");
+        assert!(
+            !auth.is_session(&sealed(now + 400 * 86_400), now),
+            "too far ahead"
+        );
+        let forged = format!("{}.{}", now + 3600, hex::encode(auth.seal(now + 60)));
+        assert!(
+            !auth.is_session(&forged, now),
+            "another expiry, the same seal"
+        );
+        assert!(!auth.is_session("garbage", now));
     }
 
     #[test]

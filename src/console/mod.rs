@@ -30,7 +30,7 @@ pub struct Console {
     /// CALLHIPPO_TIMEZONE: records of CallHippo's API are read again in it.
     pub api_zone: chrono_tz::Tz,
     pub started_at: DateTime<Utc>,
-    pub usual: Arc<summary::UsualCache>,
+    pub cache: Arc<summary::Cache>,
 }
 
 impl Console {
@@ -46,7 +46,7 @@ impl Console {
             report_zone,
             api_zone,
             started_at: Utc::now(),
-            usual: Arc::default(),
+            cache: Arc::default(),
         }
     }
 }

@@ -132,7 +132,8 @@ pub fn chart(k: &KindSummary) -> String {
 #[derive(Template)]
 #[template(path = "console/deliveries.html")]
 pub struct Deliveries<'a> {
-    pub rows: &'a [DeliveryRow],
+    /// `None`: not available (the database did not answer in time).
+    pub rows: Option<&'a [DeliveryRow]>,
     pub rejected: bool,
     pub s: &'a Summary,
 }
@@ -140,7 +141,7 @@ pub struct Deliveries<'a> {
 #[derive(Template)]
 #[template(path = "console/sync_runs.html")]
 pub struct SyncRuns<'a> {
-    pub runs: &'a [SyncRun],
+    pub runs: Option<&'a [SyncRun]>,
     pub s: &'a Summary,
 }
 
@@ -148,11 +149,27 @@ impl Deliveries<'_> {
     fn when(&self, at: &DateTime<Utc>) -> String {
         clock(*at, self.s)
     }
+
+    fn list(&self) -> &[DeliveryRow] {
+        self.rows.unwrap_or_default()
+    }
+
+    fn columns(&self) -> usize {
+        if self.rejected {
+            5
+        } else {
+            6
+        }
+    }
 }
 
 impl SyncRuns<'_> {
     fn when(&self, at: &DateTime<Utc>) -> String {
         clock(*at, self.s)
+    }
+
+    fn list(&self) -> &[SyncRun] {
+        self.runs.unwrap_or_default()
     }
 }
 
@@ -177,7 +194,7 @@ pub fn fragments(s: &Summary) -> BTreeMap<String, String> {
     html.insert(
         "deliveries".into(),
         render(&Deliveries {
-            rows: &s.deliveries,
+            rows: s.deliveries.as_deref(),
             rejected: false,
             s,
         }),
@@ -185,7 +202,7 @@ pub fn fragments(s: &Summary) -> BTreeMap<String, String> {
     html.insert(
         "rejected".into(),
         render(&Deliveries {
-            rows: &s.rejected,
+            rows: s.rejected.as_deref(),
             rejected: true,
             s,
         }),
@@ -193,7 +210,7 @@ pub fn fragments(s: &Summary) -> BTreeMap<String, String> {
     html.insert(
         "sync_runs".into(),
         render(&SyncRuns {
-            runs: &s.sync_runs,
+            runs: s.sync_runs.as_deref(),
             s,
         }),
     );

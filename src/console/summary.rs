@@ -35,18 +35,24 @@ const QUERY_TIMEOUT: &str = "3s";
 /// Raw payloads larger than this are not read again for the lists' keys and warnings.
 const REREAD_MAX_BYTES: i32 = 65_536;
 
-/// How far back "the last event" and the usual rhythm are looked for.
+/// How far back "the last event" is looked for.
 const LOOK_BACK_DAYS: i32 = 7;
 
-/// A kind is silent when, on the previous days, the same stretch of the day held at least
-/// this many of its events on average (none arriving by chance then has a chance of 5 %).
+/// A kind is silent when the same stretch of time on the previous days held at least this
+/// many of its events on average (none arriving by chance then has a chance of 5 %).
 const USUAL_EVENTS_FOR_ALARM: f64 = 3.0;
 
 /// Silences shorter than this are never an alarm.
 const SHORTEST_ALARM: Duration = Duration::from_secs(5 * 60);
 
-/// How long the usual rhythm, a costlier query, is reused.
-const USUAL_TTL: Duration = Duration::from_secs(60);
+/// Figures that took longer than this to read are kept ten times as long as they took (at
+/// most [`LONGEST_KEPT`]) instead of being read again at every refresh: on a day of
+/// millions of events the page stays cheap for the database, and a few minutes stale.
+const CHEAP: Duration = Duration::from_millis(200);
+const LONGEST_KEPT: Duration = Duration::from_secs(300);
+
+/// How long the usual rhythm and "had events before" are kept, however cheap.
+const RHYTHM_KEPT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -59,9 +65,10 @@ pub struct Summary {
     pub database: Database,
     pub spool: Depth,
     pub kinds: Vec<KindSummary>,
-    pub sync_runs: Vec<SyncRun>,
-    pub deliveries: Vec<DeliveryRow>,
-    pub rejected: Vec<DeliveryRow>,
+    /// `None` when they could not be read.
+    pub sync_runs: Option<Vec<SyncRun>>,
+    pub deliveries: Option<Vec<DeliveryRow>>,
+    pub rejected: Option<Vec<DeliveryRow>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +81,9 @@ pub struct Database {
     /// database's own text, which goes to the log).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<&'static str>,
+    /// The parts that could not be read in time (the others are shown).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,12 +148,44 @@ pub struct DeliveryRow {
     pub error: Option<String>,
 }
 
-/// When a kind's usual rhythm was read, what it was, and for how long a stretch (s).
-type Usual = (Instant, Option<f64>, i64);
+/// A figure kept from an earlier refresh.
+struct Kept<T> {
+    value: T,
+    /// What it was read for (a day's start, a stretch of time): read again when that changes.
+    key: i64,
+    until: Instant,
+}
 
-/// The usual rhythm of each kind, kept a minute.
+impl<T: Clone> Kept<T> {
+    fn fresh(slot: &Option<Kept<T>>, key: i64) -> Option<T> {
+        (slot.as_ref())
+            .filter(|k| k.key == key && Instant::now() < k.until)
+            .map(|k| k.value.clone())
+    }
+}
+
+/// How long a figure that took `took` is kept.
+fn kept_for(took: Duration, at_least: Duration) -> Duration {
+    if took < CHEAP {
+        at_least
+    } else {
+        (took * 10).clamp(at_least, LONGEST_KEPT)
+    }
+}
+
+/// Per kind: accepted today, refused today, the latest accepted.
+type Today = BTreeMap<String, (i64, i64, Option<DateTime<Utc>>)>;
+
+/// The console's costlier figures, kept between refreshes (see [`CHEAP`]).
 #[derive(Default)]
-pub struct UsualCache(Mutex<BTreeMap<&'static str, Usual>>);
+pub struct Cache(Mutex<Kepts>);
+
+#[derive(Default)]
+struct Kepts {
+    today: Option<Kept<Today>>,
+    usual: BTreeMap<&'static str, Kept<Option<f64>>>,
+    had_events: BTreeMap<&'static str, Kept<bool>>,
+}
 
 /// What the process contributes.
 pub struct Local {
@@ -152,7 +194,9 @@ pub struct Local {
     pub zone: chrono_tz::Tz,
     pub started_at: DateTime<Utc>,
     pub expected_schema: i32,
-    pub usual: Arc<UsualCache>,
+    pub cache: Arc<Cache>,
+    /// CALLHIPPO_TIMEZONE: records of CallHippo's API are read again in it.
+    pub api_zone: chrono_tz::Tz,
 }
 
 /// Midnight today in `zone`, as UTC, and today's date there.
@@ -192,6 +236,7 @@ fn base(local: &Local, now: DateTime<Utc>) -> Summary {
             schema_version: None,
             expected_schema_version: local.expected_schema,
             problem: Some("the database does not answer: figures from it are missing"),
+            missing: Vec::new(),
         },
         spool: local.spool,
         kinds: KINDS
@@ -210,9 +255,9 @@ fn base(local: &Local, now: DateTime<Utc>) -> Summary {
                 per_minute: None,
             })
             .collect(),
-        sync_runs: Vec::new(),
-        deliveries: Vec::new(),
-        rejected: Vec::new(),
+        sync_runs: None,
+        deliveries: None,
+        rejected: None,
     }
 }
 
@@ -298,37 +343,107 @@ async fn from_database(
         summary.database.problem = Some("the schema is not there yet");
         return tx.commit().await;
     }
+    let zone = local.api_zone;
+    let mut missing = Vec::new();
 
-    // Today and the last hour, per kind: an index range over today's deliveries.
-    let rows = sqlx::query(
-        "SELECT kind,
-                count(*) FILTER (WHERE error IS NULL AND last_received_at >= $1) AS today,
-                count(*) FILTER (WHERE error IS NOT NULL AND last_received_at >= $1) AS rejected_today,
-                count(*) FILTER (WHERE error IS NULL AND last_received_at >= now() - interval '1 hour') AS last_hour,
-                max(last_received_at) FILTER (WHERE error IS NULL) AS last_at
-           FROM raw_events
-          WHERE last_received_at >= least($1, now() - interval '1 hour')
-            AND source = 'webhook' AND kind IN ('call', 'sms', 'call_status')
-          GROUP BY kind",
-    )
-    .bind(today_start)
-    .fetch_all(&mut *tx)
+    // The cheap parts first (index scans of a few rows), then those that grow with the day.
+    summary.deliveries = part(&mut tx, "deliveries", &mut missing, async |c| {
+        deliveries(c, false, zone).await
+    })
+    .await?;
+    summary.rejected = part(&mut tx, "refused deliveries", &mut missing, async |c| {
+        deliveries(c, true, zone).await
+    })
+    .await?;
+    summary.sync_runs = part(&mut tx, "reconciliation runs", &mut missing, sync_runs).await?;
+
+    let hour = part(&mut tx, "the last hour", &mut missing, last_hour).await?;
+    let today = part(&mut tx, "today's counts", &mut missing, async |c| {
+        today(c, today_start, &local.cache).await
+    })
     .await?;
     for k in &mut summary.kinds {
-        k.today = Some(0);
-        k.rejected_today = Some(0);
-        k.last_hour = Some(0);
-        k.per_minute = Some(vec![0; 60]);
-    }
-    for row in rows {
-        let kind: String = row.try_get("kind")?;
-        if let Some(k) = summary.kinds.iter_mut().find(|k| k.kind.as_str() == kind) {
-            k.today = Some(row.try_get("today")?);
-            k.rejected_today = Some(row.try_get("rejected_today")?);
-            k.last_hour = Some(row.try_get("last_hour")?);
-            k.last_at = later(k.last_at, row.try_get("last_at")?);
+        let kind = k.kind.as_str();
+        if let Some(hour) = &hour {
+            let per_minute = hour.get(kind).cloned().unwrap_or_else(|| vec![0; 60]);
+            k.last_hour = Some(per_minute.iter().sum());
+            k.per_minute = Some(per_minute);
+        }
+        if let Some(today) = &today {
+            let (accepted, refused, last) = today.get(kind).cloned().unwrap_or_default();
+            k.today = Some(accepted);
+            k.rejected_today = Some(refused);
+            k.last_at = later(k.last_at, last);
         }
     }
+    // The last event of a kind not seen since midnight, within the days looked back on.
+    for k in &mut summary.kinds {
+        if k.today != Some(0) || k.last_at.is_some() {
+            continue;
+        }
+        let kind = k.kind.as_str();
+        let at = part(&mut tx, "the last event", &mut missing, async |c| {
+            sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+                "SELECT max(last_received_at) FROM raw_events
+                  WHERE kind = $1 AND error IS NULL AND source = 'webhook'
+                    AND last_received_at >= now() - make_interval(days => $2)",
+            )
+            .bind(kind)
+            .bind(LOOK_BACK_DAYS)
+            .fetch_one(c)
+            .await
+        })
+        .await?;
+        k.last_at = later(k.last_at, at.flatten());
+    }
+    for k in &mut summary.kinds {
+        let silence = part(&mut tx, "the usual rhythm", &mut missing, async |c| {
+            silence(c, k, &local.cache).await
+        })
+        .await?;
+        k.silence = silence.flatten();
+    }
+    missing.dedup();
+    if !missing.is_empty() {
+        summary.database.problem =
+            Some("the database took too long for some figures: they are missing");
+    }
+    summary.database.missing = missing;
+    tx.commit().await
+}
+
+/// Runs one part of the figures in a savepoint: when it fails (its statement's timeout), its
+/// figures are missing and the others are still read. A database that went away ends all.
+async fn part<T>(
+    conn: &mut PgConnection,
+    name: &'static str,
+    missing: &mut Vec<&'static str>,
+    run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+) -> Result<Option<T>, sqlx::Error> {
+    sqlx::query("SAVEPOINT console_part")
+        .execute(&mut *conn)
+        .await?;
+    match run(&mut *conn).await {
+        Ok(value) => {
+            sqlx::query("RELEASE SAVEPOINT console_part")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Some(value))
+        }
+        Err(e) if !crate::store::is_unavailable(&e) => {
+            tracing::warn!(part = name, error = %crate::store::database::reason(&e), "console: a figure could not be read");
+            sqlx::query("ROLLBACK TO SAVEPOINT console_part")
+                .execute(&mut *conn)
+                .await?;
+            missing.push(name);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Accepted deliveries per minute over the last hour, per kind (oldest first).
+async fn last_hour(conn: &mut PgConnection) -> Result<BTreeMap<String, Vec<i64>>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT kind, floor(extract(epoch FROM now() - last_received_at) / 60)::int AS ago,
                 count(*) AS n
@@ -337,86 +452,148 @@ async fn from_database(
             AND error IS NULL AND source = 'webhook' AND kind IN ('call', 'sms', 'call_status')
           GROUP BY 1, 2",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for row in rows {
         let kind: String = row.try_get("kind")?;
         let ago: i32 = row.try_get("ago")?;
         let n: i64 = row.try_get("n")?;
-        let slot = summary.kinds.iter_mut().find(|k| k.kind.as_str() == kind);
-        if let (Some(k), Ok(ago)) = (slot, usize::try_from(ago)) {
-            if let Some(per_minute) = k.per_minute.as_mut().filter(|_| ago < 60) {
-                per_minute[59 - ago] += n;
-            }
+        if let Some(ago) = usize::try_from(ago).ok().filter(|a| *a < 60) {
+            out.entry(kind).or_insert_with(|| vec![0; 60])[59 - ago] += n;
         }
     }
-    // The last event of a kind not seen since midnight, within the days looked back on.
-    for k in summary.kinds.iter_mut().filter(|k| k.today == Some(0)) {
-        let at: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT max(last_received_at) FROM raw_events
-              WHERE kind = $1 AND error IS NULL AND source = 'webhook'
-                AND last_received_at >= now() - make_interval(days => $2)",
-        )
-        .bind(k.kind.as_str())
-        .bind(LOOK_BACK_DAYS)
-        .fetch_one(&mut *tx)
-        .await?;
-        k.last_at = later(k.last_at, at);
-    }
-    for k in &mut summary.kinds {
-        k.silence = silence(&mut tx, k, &local.usual).await?;
-    }
+    Ok(out)
+}
 
-    summary.sync_runs = sync_runs(&mut tx).await?;
-    summary.deliveries = deliveries(&mut tx, false, local.zone).await?;
-    summary.rejected = deliveries(&mut tx, true, local.zone).await?;
-    tx.commit().await
+/// Today's counts per kind: an index range over today's deliveries, kept a while when the
+/// day is a big one.
+async fn today(
+    conn: &mut PgConnection,
+    today_start: DateTime<Utc>,
+    cache: &Cache,
+) -> Result<Today, sqlx::Error> {
+    let key = today_start.timestamp();
+    if let Some(t) = Kept::fresh(&cache.0.lock().expect("never poisoned").today, key) {
+        return Ok(t);
+    }
+    let started = Instant::now();
+    let rows = sqlx::query(
+        "SELECT kind,
+                count(*) FILTER (WHERE error IS NULL) AS today,
+                count(*) FILTER (WHERE error IS NOT NULL) AS rejected_today,
+                max(last_received_at) FILTER (WHERE error IS NULL) AS last_at
+           FROM raw_events
+          WHERE last_received_at >= $1
+            AND source = 'webhook' AND kind IN ('call', 'sms', 'call_status')
+          GROUP BY kind",
+    )
+    .bind(today_start)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut today = Today::new();
+    for row in rows {
+        today.insert(
+            row.try_get("kind")?,
+            (
+                row.try_get("today")?,
+                row.try_get("rejected_today")?,
+                row.try_get("last_at")?,
+            ),
+        );
+    }
+    cache.0.lock().expect("never poisoned").today = Some(Kept {
+        value: today.clone(),
+        key,
+        until: Instant::now() + kept_for(started.elapsed(), Duration::ZERO),
+    });
+    Ok(today)
 }
 
 fn later(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     a.max(b)
 }
 
-/// Whether `k` has been silent for longer than it usually is: the same stretch of the day
-/// (since its last event, at most a day) on each of the previous days held, on average,
-/// enough of its events that none arriving now is unlikely. The same clock as
+/// Whether `k` has been silent for longer than it usually is. For a silence of up to a day:
+/// the same stretch of the day (since its last event) held, on average over the previous
+/// 7 days, enough of its events that none arriving by chance is unlikely. For a longer one:
+/// the 7 days before it began held that many per stretch as long. With no event in 7 days
+/// at all, a kind that had some before is silent. The same clock as
 /// `callhippo_seconds_since_last_event_written`, compared with the kind's own past.
 async fn silence(
     conn: &mut PgConnection,
     k: &KindSummary,
-    cache: &UsualCache,
+    cache: &Cache,
 ) -> Result<Option<Silence>, sqlx::Error> {
+    let kind = k.kind.as_str();
     let Some(last_at) = k.last_at else {
-        return Ok(None);
+        // None in the days looked back on: silent if it ever had events.
+        if !had_events(conn, k.kind, cache).await? {
+            return Ok(None);
+        }
+        return Ok(Some(Silence {
+            usual_events: f64::NAN,
+            message: format!(
+                "no {} for more than {LOOK_BACK_DAYS} days, though there were some before",
+                plural_name(k.kind)
+            ),
+        }));
     };
     let silent_for = (Utc::now() - last_at).to_std().unwrap_or_default();
     if silent_for < SHORTEST_ALARM {
         return Ok(None);
     }
-    let window_s = silent_for.as_secs().min(86_400) as i64;
+    let window_s = silent_for.as_secs() as i64;
+    // Read again when the stretch has grown by a tenth.
+    let key = (window_s as f64).log(1.1).floor() as i64;
     let cached = {
-        let cache = cache.0.lock().expect("never poisoned");
-        cache.get(k.kind.as_str()).copied()
+        let kept = cache.0.lock().expect("never poisoned");
+        (kept.usual.get(kind))
+            .filter(|u| u.key == key && Instant::now() < u.until)
+            .map(|u| u.value)
     };
-    // Reused while fresh and for about the same stretch (within a tenth).
     let usual = match cached {
-        Some((at, usual, w)) if at.elapsed() < USUAL_TTL && (w - window_s).abs() * 10 <= w => usual,
-        _ => {
-            let usual: Option<f64> = sqlx::query_scalar(
-                "SELECT avg(n)::float8 FROM (
-                     SELECT (SELECT count(*) FROM raw_events r
-                              WHERE r.kind = $1 AND r.error IS NULL AND r.source = 'webhook'
-                                AND r.last_received_at >= now() - make_interval(days => d, secs => $2)
-                                AND r.last_received_at < now() - make_interval(days => d)) AS n
-                       FROM generate_series(1, $3) AS d) AS per_day",
-            )
-            .bind(k.kind.as_str())
-            .bind(window_s as f64)
-            .bind(LOOK_BACK_DAYS)
-            .fetch_one(&mut *conn)
-            .await?;
-            let mut cache = cache.0.lock().expect("never poisoned");
-            cache.insert(k.kind.as_str(), (Instant::now(), usual, window_s));
+        Some(u) => u,
+        None => {
+            let started = Instant::now();
+            let usual: Option<f64> = if window_s <= 86_400 {
+                sqlx::query_scalar(
+                    "SELECT avg(n)::float8 FROM (
+                         SELECT (SELECT count(*) FROM raw_events r
+                                  WHERE r.kind = $1 AND r.error IS NULL AND r.source = 'webhook'
+                                    AND r.last_received_at >= now() - make_interval(days => d, secs => $2)
+                                    AND r.last_received_at < now() - make_interval(days => d)) AS n
+                           FROM generate_series(1, $3) AS d) AS per_day",
+                )
+                .bind(kind)
+                .bind(window_s as f64)
+                .bind(LOOK_BACK_DAYS)
+                .fetch_one(&mut *conn)
+                .await?
+            } else {
+                let week: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM raw_events
+                      WHERE kind = $1 AND error IS NULL AND source = 'webhook'
+                        AND last_received_at >= $2::timestamptz - make_interval(days => $3)
+                        AND last_received_at < $2",
+                )
+                .bind(kind)
+                .bind(last_at)
+                .bind(LOOK_BACK_DAYS)
+                .fetch_one(&mut *conn)
+                .await?;
+                let span = f64::from(LOOK_BACK_DAYS) * 86_400.0;
+                Some(week as f64 * (window_s as f64).min(span) / span)
+            };
+            let mut kept = cache.0.lock().expect("never poisoned");
+            kept.usual.insert(
+                kind,
+                Kept {
+                    value: usual,
+                    key,
+                    until: Instant::now() + kept_for(started.elapsed(), RHYTHM_KEPT),
+                },
+            );
             usual
         }
     };
@@ -425,11 +602,42 @@ async fn silence(
         .map(|usual_events| Silence {
             usual_events,
             message: format!(
-                "no {} for {}: on the previous {LOOK_BACK_DAYS} days this stretch of the day held {usual_events:.0} on average",
+                "no {} for {}: on the previous {LOOK_BACK_DAYS} days such a stretch held {usual_events:.0} on average",
                 plural_name(k.kind),
                 human_duration(silent_for.as_secs() as i64)
             ),
         }))
+}
+
+/// Whether the kind's own table has any row: whether it ever had events.
+async fn had_events(
+    conn: &mut PgConnection,
+    kind: Kind,
+    cache: &Cache,
+) -> Result<bool, sqlx::Error> {
+    let name = kind.as_str();
+    if let Some(k) = cache.0.lock().expect("never poisoned").had_events.get(name) {
+        if Instant::now() < k.until {
+            return Ok(k.value);
+        }
+    }
+    let table = match kind {
+        Kind::Call => "calls",
+        Kind::Sms => "sms",
+        _ => "call_status",
+    };
+    let had: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT FROM {table})"))
+        .fetch_one(&mut *conn)
+        .await?;
+    cache.0.lock().expect("never poisoned").had_events.insert(
+        name,
+        Kept {
+            value: had,
+            key: 0,
+            until: Instant::now() + RHYTHM_KEPT,
+        },
+    );
+    Ok(had)
 }
 
 pub fn plural_name(kind: Kind) -> &'static str {
@@ -495,19 +703,21 @@ async fn deliveries(
     let rows = sqlx::query(&format!(
         "SELECT r.id, r.kind, r.error, r.received_at, r.last_received_at, r.deliveries,
                 r.content_type, r.source,
-                CASE WHEN pg_column_size(r.payload) <= {REREAD_MAX_BYTES} THEN r.payload END AS payload,
+                CASE WHEN octet_length(r.payload::text) <= {REREAD_MAX_BYTES} THEN r.payload END AS payload,
                 CASE WHEN octet_length(r.body) <= {REREAD_MAX_BYTES} THEN r.body END AS body,
                 CASE WHEN octet_length(r.body_bytes) <= {REREAD_MAX_BYTES} THEN r.body_bytes END AS body_bytes,
                 r.payload IS NULL AND r.body IS NULL AND r.body_bytes IS NULL AS empty,
-                r.kind = 'call' AND EXISTS (
-                    SELECT FROM calls c
-                     WHERE c.call_sid = btrim(r.payload ->> 'callSid') AND c.received_at < r.received_at
-                ) AS updated
+                (SELECT CASE WHEN c.updated_at >= r.received_at THEN 'updated' ELSE 'duplicate' END
+                   FROM calls c
+                  WHERE r.kind = 'call' AND c.call_sid = btrim(r.payload ->> 'callSid')
+                    AND c.received_at < r.received_at) AS over_an_earlier
            FROM raw_events r
           WHERE {}
           ORDER BY r.last_received_at DESC, r.id DESC
           LIMIT $1",
-        if rejected { "r.error IS NOT NULL" } else { "true" }
+        // The deliveries: the webhook's (reconciliation's records have their runs above);
+        // the refused ones: whatever brought them.
+        if rejected { "r.error IS NOT NULL" } else { "r.source = 'webhook'" }
     ))
     .bind(LIST_ROWS)
     .fetch_all(&mut *conn)
@@ -533,11 +743,17 @@ async fn deliveries(
         let outcome = if error.is_some() {
             "rejected".to_owned()
         } else {
+            // A call log of a call stored before by another body updated it, or read the
+            // same (the row's last change came before this body).
+            let earlier: Option<String> = row.try_get("over_an_earlier")?;
             let first = match kind.as_str() {
                 "test" => "test",
                 "unknown" | "invalid" => "archived",
-                _ if row.try_get::<bool, _>("updated")? => "updated",
-                _ => "stored",
+                _ => match earlier.as_deref() {
+                    Some("updated") => "updated",
+                    Some(_) => "duplicate",
+                    None => "stored",
+                },
             };
             if deliveries > 1 {
                 format!("{first}, then {} duplicate", deliveries - 1)
@@ -560,7 +776,9 @@ async fn deliveries(
     Ok(out)
 }
 
-/// Key, masked parties and warned fields of a reading.
+/// Key, masked parties and warned fields of a reading. Keys are masked like any text; an
+/// SMS has no key but a digest, so its type stands for it, and words the vendor does not
+/// send (a type or status in free text) show as `other`.
 fn describe(reading: &Reading) -> (Option<String>, Option<String>, Vec<String>) {
     let Reading::Record(record) = reading else {
         return (None, None, Vec::new());
@@ -571,20 +789,41 @@ fn describe(reading: &Reading) -> (Option<String>, Option<String>, Vec<String>) 
     };
     let (key, parties) = match record {
         Record::Call(c) => (
-            Some(c.call_sid.clone()),
+            Some(mask::text(&c.call_sid)),
             parties(c.from_number.as_deref(), c.to_number.as_deref()),
         ),
         Record::Sms(s) => (
-            s.sms_type.clone(),
+            Some(format!("{} SMS", word(s.sms_type.as_deref().unwrap_or("")))),
             parties(Some(&s.from_number), Some(&s.to_number)),
         ),
         Record::CallStatus(s) => (
-            Some(format!("{} · {}", s.call_sid, s.status)),
+            Some(format!("{} · {}", mask::text(&s.call_sid), word(&s.status))),
             parties(s.from_number.as_deref(), s.to_number.as_deref()),
         ),
     };
-    let warnings = record.warnings().keys().cloned().collect();
+    let mut warnings: Vec<String> = (record.warnings().keys())
+        .map(|f| {
+            if crate::payload::KNOWN_FIELDS.contains(&f.as_str()) {
+                f.clone()
+            } else {
+                "another field".to_owned()
+            }
+        })
+        .collect();
+    warnings.dedup();
     (key, parties, warnings)
+}
+
+/// An enumerated value as the vendor sends them (`incoming`, `no_answer`), else `other`.
+fn word(value: &str) -> &str {
+    let plain = !value.is_empty()
+        && value.len() <= 24
+        && value.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    if plain {
+        value
+    } else {
+        "other"
+    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,8 @@ async fn gather(state: &AppState, console: &Console) -> summary::Summary {
         zone: console.report_zone,
         started_at: console.started_at,
         expected_schema: crate::store::migrate::latest_version(),
-        usual: console.usual.clone(),
+        cache: console.cache.clone(),
+        api_zone: console.api_zone,
     };
     let pool = state.pool.clone();
     let task = state
@@ -141,7 +142,8 @@ async fn gather(state: &AppState, console: &Console) -> summary::Summary {
                 zone: console.report_zone,
                 started_at: console.started_at,
                 expected_schema: crate::store::migrate::latest_version(),
-                usual: console.usual.clone(),
+                cache: console.cache.clone(),
+                api_zone: console.api_zone,
             };
             summary::without_database(local)
         }

@@ -490,3 +490,83 @@ async fn the_console_in_a_real_browser() {
     assert!(stdout.contains("console: every check passed"));
     assert!(shots.join("desktop.png").exists() && shots.join("narrow.png").exists());
 }
+
+#[tokio::test]
+async fn hostile_values_reach_the_page_masked_escaped_and_short() {
+    let app = spawn_app_with(|s| s.admin_token = Some(ADMIN.into())).await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let bodies = [
+        json!({"activityType": "call", "callSid": "+15550103579", "from": NUMBER, "time": now}),
+        json!({"activityType": "call", "callSid": "CA-+1_555_010_2468", "time": now}),
+        json!({"activityType": "sms", "smsType": "<b>+15550103333</b> alice@example.com",
+               "from": NUMBER, "to": "+15550109999", "time": now, "content": SMS_TEXT}),
+        json!({"callSid": "CS +1 (555) 010-4444", "status": "call me +15550105555 bob.x@example.com",
+               "dateTime": now}),
+        json!({"activityType": "call", "callSid": "CA-warn", "time": now,
+               "dave.secret@example.com": "a\u{0}b", "+15550104321": "x\u{0}y"}),
+        json!({"activityType": "sms", "smsType": "A".repeat(250_000), "from": NUMBER,
+               "to": "+15550109999", "time": now}),
+        json!({"activityType": "call", "callSid": "<script>alert(1)</script>", "time": now}),
+    ];
+    for body in &bodies {
+        let (code, answer) = app.post(body.to_string()).await;
+        assert!(code < 500, "{code} {answer}");
+    }
+    let s = summary(&app).await;
+    let text = s.to_string();
+    for secret in [
+        "5550103579",
+        "555_010_2468",
+        "5550103333",
+        "alice@",
+        "010-4444",
+        "5550105555",
+        "bob.x@",
+        "dave.secret",
+        "5550104321",
+    ] {
+        assert!(!text.contains(secret), "{secret} is shown");
+    }
+    assert!(!text.contains("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), "a long value is cut");
+    assert!(
+        text.len() < 200_000,
+        "the summary stays small: {} bytes",
+        text.len()
+    );
+    let deliveries = s["deliveries"].as_array().unwrap();
+    let warned = (deliveries.iter())
+        .find(|d| d["key"] == "CA-warn")
+        .expect("the call with odd fields");
+    assert_eq!(warned["warnings"], json!(["another field"]));
+    let html = app
+        .client
+        .get(format!("{}/console", app.address))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_masked(&html);
+    assert!(!html.contains("<script>alert"), "escaped");
+    assert!(
+        html.contains("&lt;script&gt;") || html.contains("&#60;script&#62;"),
+        "shown escaped: {}",
+        &html[html.find("script").map_or(0, |i| i.saturating_sub(80))..][..200.min(html.len())]
+    );
+}
+
+#[tokio::test]
+async fn other_bytes_that_read_the_same_show_as_a_duplicate() {
+    let (app, bodies) = console_app().await;
+    let spaced = bodies[0].replace(",", ", ");
+    assert_ne!(spaced, bodies[0]);
+    assert_eq!(app.post(spaced).await.1["status"], "duplicate");
+    let s = summary(&app).await;
+    let outcomes: Vec<&str> = (s["deliveries"].as_array().unwrap().iter())
+        .filter(|d| d["key"] == "CA-console-1")
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["duplicate", "stored"]);
+}

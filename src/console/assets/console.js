@@ -44,7 +44,21 @@
     }
   }
 
+  // One refresh at a time, the next one 5 s after the last answer; none while the page is
+  // hidden, and none once signed out (each would be a refused request).
+  let timer = null;
+  let signedOut = false;
+  let inFlight = false;
+
+  function schedule() {
+    clearTimeout(timer);
+    timer = null;
+    if (!signedOut && !document.hidden) timer = setTimeout(refresh, REFRESH_MS);
+  }
+
   async function refresh() {
+    timer = null;
+    inFlight = true;
     try {
       const answer = await fetch('/console/api/summary', {
         credentials: 'same-origin',
@@ -52,6 +66,7 @@
         cache: 'no-store',
       });
       if (answer.status === 401) {
+        signedOut = true;
         say('signed out: open the console with ?token=… again');
         return;
       }
@@ -62,8 +77,20 @@
       say(`refreshed every ${REFRESH_MS / 1000} s, last at ${new Date().toTimeString().slice(0, 8)}`);
     } catch (e) {
       say(`could not refresh (${e.message}); trying again`);
+    } finally {
+      inFlight = false;
+      schedule();
     }
   }
+
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) {
+      clearTimeout(timer);
+      timer = null;
+    } else if (timer === null && !inFlight) {
+      refresh();
+    }
+  });
 
   async function replay(button) {
     const id = button.dataset.id;
@@ -101,6 +128,6 @@
       shown.set(el.dataset.fragment, el.innerHTML);
     }
     say(`refreshed every ${REFRESH_MS / 1000} s`);
-    setInterval(refresh, REFRESH_MS);
+    schedule();
   });
 })();
