@@ -570,3 +570,80 @@ async fn stopping_serve_cancels_the_catch_up_under_way() {
     rollup_in(&pool, chrono_tz::UTC).await;
     let _ = std::fs::remove_dir_all(spool);
 }
+
+/// Many calls per number, many at the same instant, and calls on the very edges of the
+/// window: the unreturned missed calls and their attempts are exactly what §6 says, after a
+/// build and after calls of a later day return some of them.
+#[tokio::test]
+async fn unreturned_calls_of_busy_numbers_at_the_same_instants_and_the_window_edges() {
+    let app = spawn_app().await;
+    // 3,000 calls of 30 numbers over six days, at whole minutes (so many at the same one),
+    // one in ten with no start (its log time counts), mostly missed.
+    let bulk = "INSERT INTO calls (call_sid, call_type, status, from_number, to_number, logged_at,
+                                   started_at, agent_email, virtual_number, received_at, updated_at)
+                SELECT $1 || i, CASE WHEN h % 5 = 0 THEN 'outgoing' ELSE 'incoming' END,
+                       (ARRAY['missed', 'missed', 'no_answer', 'rejected', 'completed', 'voicemail'])[1 + h / 5 % 6],
+                       CASE WHEN h % 5 = 0 THEN '+15550000000' ELSE '+1555020' || lpad((h / 31 % 30)::text, 4, '0') END,
+                       CASE WHEN h % 5 = 0 THEN '+1555020' || lpad((h / 31 % 30)::text, 4, '0') ELSE '+15550000000' END,
+                       at, CASE WHEN h % 10 = 3 THEN NULL ELSE at END,
+                       (ARRAY['ann@x.io', 'bob@x.io', NULL])[1 + h / 7 % 3], '+15550000000', now(), now()
+                  FROM (SELECT i, abs(hashint4(i + $2)) AS h FROM generate_series(1, $3) AS i) AS r,
+                       LATERAL (SELECT $4::timestamptz + make_interval(mins => r.h / 1000 % $5) AS at) AS t";
+    sqlx::query(bulk)
+        .bind("busy-")
+        .bind(0)
+        .bind(3000)
+        .bind("2026-03-05T00:00:00Z")
+        .bind(6 * 24 * 60)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // The edges, at T = 2026-03-09 12:00 UTC. +15559990000: missed at T; called back at T
+    // itself (not after it); missed again at T + 24 h exactly (one of T's attempts); answered
+    // a microsecond later (after T's window, within the second call's). +15559990001: missed
+    // at T, answered at T + 24 h exactly (returned, the window's end is in it).
+    let edges = "INSERT INTO calls (call_sid, call_type, status, from_number, to_number, logged_at,
+                                    started_at, virtual_number, received_at, updated_at)
+                 SELECT sid, kind, status, from_n, to_n, at, at, '+15550000000', now(), now()
+                   FROM (VALUES
+                     ('e1', 'incoming', 'missed',    '+15559990000', '+15550000000', interval '0'),
+                     ('e2', 'outgoing', 'completed', '+15550000000', '+15559990000', interval '0'),
+                     ('e3', 'incoming', 'no_answer', '+15559990000', '+15550000000', interval '24 hours'),
+                     ('e4', 'incoming', 'completed', '+15559990000', '+15550000000', interval '24 hours 0.000001 seconds'),
+                     ('e5', 'incoming', 'missed',    '+15559990001', '+15550000000', interval '0'),
+                     ('e6', 'incoming', 'completed', '+15559990001', '+15550000000', interval '24 hours'))
+                     AS v(sid, kind, status, from_n, to_n, after),
+                   LATERAL (SELECT timestamptz '2026-03-09T12:00:00Z' + v.after AS at) AS t";
+    sqlx::query(edges).execute(&app.pool).await.unwrap();
+    rollup_in(&app.pool, New_York).await;
+    assert_exact(&app, New_York, "busy numbers").await;
+    let unreturned = app.count("unreturned_missed_calls").await;
+    let most: i64 = sqlx::query_scalar("SELECT max(attempts) FROM unreturned_missed_calls")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        unreturned > 20 && most > 5,
+        "unreturned: {unreturned}, attempts up to {most}"
+    );
+    assert_eq!(
+        app.rows("SELECT call_sid, attempts FROM unreturned_missed_calls WHERE call_sid LIKE 'e%'")
+            .await,
+        vec![json!({"call_sid": "e1", "attempts": 2})]
+    );
+
+    // Calls of the last day return some of the day before's missed calls: that day is
+    // recomputed too.
+    sqlx::query(bulk)
+        .bind("later-")
+        .bind(1_000_000)
+        .bind(300)
+        .bind("2026-03-11T00:00:00Z")
+        .bind(24 * 60)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    rollup_in(&app.pool, New_York).await;
+    assert_exact(&app, New_York, "with a later day's calls").await;
+    assert!(app.count("unreturned_missed_calls").await != unreturned);
+}
