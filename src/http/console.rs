@@ -117,8 +117,9 @@ async fn api_summary(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     secured(HttpResponse::Ok()).json(body)
 }
 
-async fn gather(state: &AppState, console: &Console) -> summary::Summary {
-    let local = summary::Local {
+/// What this process gives the figures.
+fn local(state: &AppState, console: &Console) -> summary::Local {
+    summary::Local {
         metrics: state.metrics.clone(),
         spool: state.spool.depth(),
         zone: console.report_zone,
@@ -126,26 +127,20 @@ async fn gather(state: &AppState, console: &Console) -> summary::Summary {
         expected_schema: crate::store::migrate::latest_version(),
         cache: console.cache.clone(),
         api_zone: console.api_zone,
-    };
-    let pool = state.pool.clone();
+    }
+}
+
+async fn gather(state: &AppState, console: &Console) -> summary::Summary {
+    let (pool, local_figures) = (state.pool.clone(), local(state, console));
     let task = state
         .db_runtime
-        .spawn(async move { summary::gather(&pool, local).await });
+        .spawn(async move { summary::gather(&pool, local_figures).await });
     match task.await {
         Ok(summary) => summary,
         Err(e) => {
             // Only a panic gets here; the page still answers, without the database.
             tracing::error!(error = %e, "console: gathering the figures failed");
-            let local = summary::Local {
-                metrics: state.metrics.clone(),
-                spool: state.spool.depth(),
-                zone: console.report_zone,
-                started_at: console.started_at,
-                expected_schema: crate::store::migrate::latest_version(),
-                cache: console.cache.clone(),
-                api_zone: console.api_zone,
-            };
-            summary::without_database(local)
+            summary::without_database(local(state, console))
         }
     }
 }

@@ -634,8 +634,9 @@ async fn serve_applies_call_retention_at_start() {
     );
     assert_eq!(app.post(recent).await.0, 200);
     let _second = spawn_app_on(&app.db, |s| s.call_retention_days = Some(365)).await;
-    for _ in 0..100 {
-        if app.count("calls").await == 1 {
+    // Calls go first, their raw events in a later transaction: wait for both.
+    for _ in 0..200 {
+        if app.count("calls").await == 1 && app.count("raw_events").await == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
