@@ -31,6 +31,10 @@ pub struct Console {
     pub api_zone: chrono_tz::Tz,
     pub started_at: DateTime<Utc>,
     pub cache: Arc<summary::Cache>,
+    /// One gathering at a time, whatever the number of open pages: the console takes at
+    /// most one of the writers' connections, and requests that waited for a gathering get
+    /// its summary (kept with the time it was finished).
+    pub latest: tokio::sync::Mutex<Option<(std::time::Instant, summary::Summary)>>,
 }
 
 impl Console {
@@ -47,6 +51,7 @@ impl Console {
             api_zone,
             started_at: Utc::now(),
             cache: Arc::default(),
+            latest: tokio::sync::Mutex::new(None),
         }
     }
 }

@@ -131,6 +131,20 @@ fn local(state: &AppState, console: &Console) -> summary::Local {
 }
 
 async fn gather(state: &AppState, console: &Console) -> summary::Summary {
+    let asked = std::time::Instant::now();
+    let mut latest = console.latest.lock().await;
+    // Finished while this request waited: gathered for another page at the same moment.
+    if let Some((at, summary)) = latest.as_ref() {
+        if *at >= asked {
+            return summary.clone();
+        }
+    }
+    let summary = gather_now(state, console).await;
+    *latest = Some((std::time::Instant::now(), summary.clone()));
+    summary
+}
+
+async fn gather_now(state: &AppState, console: &Console) -> summary::Summary {
     let (pool, local_figures) = (state.pool.clone(), local(state, console));
     let task = state
         .db_runtime
