@@ -118,11 +118,11 @@ fn q(s: &str) -> String {
     format!("\"{s}\"")
 }
 
-type Fields = Vec<(&'static str, String)>;
+pub(crate) type Fields = Vec<(&'static str, String)>;
 /// A template of a valid event, made unique by its argument.
 type Template = fn(&str) -> Fields;
 
-fn render(fields: &Fields) -> String {
+pub(crate) fn render(fields: &Fields) -> String {
     let mut s = String::from("{");
     for (i, (k, v)) in fields.iter().enumerate() {
         if i > 0 {
@@ -134,7 +134,7 @@ fn render(fields: &Fields) -> String {
     s
 }
 
-fn with(mut fields: Fields, key: &'static str, value: String) -> Fields {
+pub(crate) fn with(mut fields: Fields, key: &'static str, value: String) -> Fields {
     match fields.iter_mut().find(|(k, _)| *k == key) {
         Some(f) => f.1 = value,
         None => fields.push((key, value)),
@@ -143,7 +143,7 @@ fn with(mut fields: Fields, key: &'static str, value: String) -> Fields {
 }
 
 /// Templates of valid events; `tag` makes each body's key unique.
-fn call_new(tag: &str) -> Fields {
+pub(crate) fn call_new(tag: &str) -> Fields {
     vec![
         ("type", q("Call")),
         ("callSid", q(&format!("CAHOSTILE{tag}"))),

@@ -7,6 +7,7 @@
 //!             [--stop-file FILE] [--keep-going] [--request-timeout S] [--rate N]
 //! loadgen verify --keys FILE --database-url URL [--exact]
 //! loadgen hostile --addr HOST:PORT [--max-body-bytes N] [--conns N] [--timeout S] [--verbose]
+//! loadgen probe endless|hold|guesses|tags|flood|expect|send --addr HOST:PORT [--token T] …
 //! ```
 //!
 //! `run` opens N keep-alive HTTP/1.1 connections, each sending pre-built webhook bodies one
@@ -15,10 +16,12 @@
 //! `--keys`. `verify` checks that each of those keys is in the tables. Both end with one
 //! `RESULT key=value …` line for scripts. `hostile` sends a few hundred malformed bodies and
 //! fails when any gets a 5xx or no answer (`bench/drill`, the reliability drill, uses it).
+//! `probe` runs one of the hostile clients of the drill's `probes` scenario (`probe.rs`).
 
 mod gen;
 mod hostile;
 mod load;
+mod probe;
 mod queries;
 mod verify;
 
@@ -128,6 +131,11 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// One hostile client of bench/drill's probes scenario; prints its figures.
+    Probe {
+        #[command(subcommand)]
+        probe: probe::Probe,
+    },
 }
 
 fn hex_u32(raw: &str) -> Result<u32, String> {
@@ -187,6 +195,7 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Probe { probe } => current_thread()?.block_on(probe::run(probe)),
         Cmd::Run {
             addr,
             conns,
