@@ -4,7 +4,7 @@
 //! drill compares them with their targets.
 //!
 //! ```text
-//! endless  an endless chunked body: bytes written before the server closed the connection
+//! endless  endless chunked bodies: bytes written before the server closed the connection
 //! hold     connections each holding a nearly complete body, and meanwhile legitimate
 //!          requests; the server's RSS before, at the peak and after
 //! guesses  many token guesses in one request (query parameters, Authorization headers)
@@ -47,10 +47,17 @@ pub enum Probe {
         target: Target,
         #[arg(long, default_value = WEBHOOK)]
         path: String,
-        /// Give up after this many seconds.
+        /// Bodies sent one after the other; the figures are those of the worst.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        runs: u64,
+        /// Before each body, a pause drawn between 0 and this many ms: the runs then fall at
+        /// all times of a server's timers rather than in one burst.
+        #[arg(long, default_value_t = 0)]
+        spread_ms: u64,
+        /// Give up on a body after this many seconds.
         #[arg(long, default_value_t = 10.0)]
         max_secs: f64,
-        /// Give up after writing this many MiB.
+        /// Give up on a body after writing this many MiB.
         #[arg(long, default_value_t = 512)]
         max_mib: u64,
     },
@@ -134,12 +141,16 @@ pub async fn run(probe: Probe) -> Result<()> {
         Probe::Endless {
             target,
             path,
+            runs,
+            spread_ms,
             max_secs,
             max_mib,
         } => {
             endless(
                 &target,
                 &path,
+                runs as usize,
+                spread_ms,
                 Duration::from_secs_f64(max_secs),
                 max_mib << 20,
             )
@@ -359,11 +370,21 @@ struct Seen {
     /// `eof` (the server closed), `reset` (…with a reset), or the reading error.
     end: Option<String>,
     answer_bytes: usize,
+    /// When the answer's first bytes came, and what `written` said then.
+    answered: Option<(Instant, u64)>,
+    /// When the server closed, and what `written` said then.
+    ended: Option<(Instant, u64)>,
 }
 
-/// Reads until the server closes (or `stop` turns true); keeps the answer's first line.
-async fn watch_reads<R: AsyncRead + Unpin>(mut rd: R, mut stop: watch::Receiver<bool>) -> Seen {
+/// Reads until the server closes (or `stop` turns true); keeps the answer's first line, and
+/// notes the bytes `written` so far when the answer comes and when the server closes.
+async fn watch_reads<R: AsyncRead + Unpin>(
+    mut rd: R,
+    mut stop: watch::Receiver<bool>,
+    written: Arc<AtomicU64>,
+) -> Seen {
     let mut seen = Seen::default();
+    let now = || (Instant::now(), written.load(Ordering::Relaxed));
     let mut head = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -371,9 +392,11 @@ async fn watch_reads<R: AsyncRead + Unpin>(mut rd: R, mut stop: watch::Receiver<
             r = rd.read(&mut buf) => match r {
                 Ok(0) => {
                     seen.end = Some("eof".into());
+                    seen.ended = Some(now());
                     break;
                 }
                 Ok(n) => {
+                    seen.answered.get_or_insert_with(now);
                     seen.answer_bytes += n;
                     if seen.first_line.is_none() && head.len() < 4096 {
                         head.extend_from_slice(&buf[..n]);
@@ -383,6 +406,7 @@ async fn watch_reads<R: AsyncRead + Unpin>(mut rd: R, mut stop: watch::Receiver<
                     }
                 }
                 Err(e) => {
+                    seen.ended = Some(now());
                     seen.end = Some(if e.kind() == std::io::ErrorKind::ConnectionReset {
                         "reset".into()
                     } else {
@@ -400,7 +424,37 @@ async fn watch_reads<R: AsyncRead + Unpin>(mut rd: R, mut stop: watch::Receiver<
     seen
 }
 
-async fn endless(target: &Target, path: &str, max_time: Duration, max_bytes: u64) -> Result<()> {
+/// One endless body, on a connection of its own.
+struct Endless {
+    /// Bytes of body the socket took (an upper bound of what the server read: it includes
+    /// what sat in the two sockets' buffers when it closed).
+    body_bytes: u64,
+    closed: bool,
+    first_line: String,
+    end: String,
+    stopped: String,
+    secs: f64,
+    /// Since the first byte was written: when the answer came and when the server closed
+    /// (-1: never), and the body bytes written at each.
+    answer_ms: f64,
+    at_answer: u64,
+    close_ms: f64,
+    at_close: u64,
+}
+
+impl Endless {
+    /// The server went on reading after its answer, rather than closing at once.
+    fn lingered(&self) -> bool {
+        self.answer_ms >= 0.0 && self.close_ms - self.answer_ms > 5.0
+    }
+}
+
+async fn endless_once(
+    target: &Target,
+    path: &str,
+    max_time: Duration,
+    max_bytes: u64,
+) -> Result<Endless> {
     let addr = &target.addr;
     let stream = TcpStream::connect(addr)
         .await
@@ -413,7 +467,8 @@ async fn endless(target: &Target, path: &str, max_time: Duration, max_bytes: u64
         bearer(target.token.as_deref())
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reader = tokio::spawn(watch_reads(rd, stop_rx));
+    let progress = Arc::new(AtomicU64::new(0));
+    let reader = tokio::spawn(watch_reads(rd, stop_rx, progress.clone()));
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + max_time;
     // One 64 KiB chunk, sent again and again: never a last (zero) chunk.
@@ -441,6 +496,7 @@ async fn endless(target: &Target, path: &str, max_time: Duration, max_bytes: u64
             Ok(Ok(0)) => break "a write took nothing".to_string(),
             Ok(Ok(n)) => {
                 written += n as u64;
+                progress.store(written.saturating_sub(head_len), Ordering::Relaxed);
                 if body.is_empty() {
                     offset = (offset + n) % frame.len();
                 } else {
@@ -449,7 +505,7 @@ async fn endless(target: &Target, path: &str, max_time: Duration, max_bytes: u64
             }
         }
     };
-    let write_secs = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     let write_failed = stopped.starts_with("a write failed");
     // The server may close a moment after the last write: wait for it 2 s at most.
     let mut reader = reader;
@@ -460,33 +516,113 @@ async fn endless(target: &Target, path: &str, max_time: Duration, max_bytes: u64
             reader.await?
         }
     };
-    let closed = seen.end.is_some() || write_failed;
-    let body_written = written.saturating_sub(head_len);
+    let ms = |t: Instant| t.duration_since(started).as_secs_f64() * 1000.0;
+    let (answer_ms, at_answer) = seen.answered.map_or((-1.0, 0), |(t, w)| (ms(t), w));
+    let (close_ms, at_close) = seen.ended.map_or((-1.0, 0), |(t, w)| (ms(t), w));
+    Ok(Endless {
+        body_bytes: written.saturating_sub(head_len),
+        closed: seen.end.is_some() || write_failed,
+        first_line: seen.first_line.unwrap_or_else(|| "none".into()),
+        end: match (seen.end, write_failed) {
+            (Some(end), _) => end,
+            (None, true) => "writes failed".into(),
+            (None, false) => "open".into(),
+        },
+        stopped,
+        secs,
+        answer_ms,
+        at_answer,
+        close_ms,
+        at_close,
+    })
+}
+
+/// The most a TCP socket's buffer may hold here (the third field of a `tcp_rmem` or
+/// `tcp_wmem` sysctl), 0 when unknown.
+fn socket_buffer_max(sysctl: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{sysctl}"))
+        .ok()
+        .and_then(|v| v.split_whitespace().nth(2).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// `runs` endless bodies one after the other; the figures of the one the server took most of.
+async fn endless(
+    target: &Target,
+    path: &str,
+    runs: usize,
+    spread_ms: u64,
+    max_time: Duration,
+    max_bytes: u64,
+) -> Result<()> {
+    let mut rng = crate::gen::Rng::new(std::process::id() as u64 ^ 0xE4D1E55);
+    let mut all = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        if spread_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(rng.below(spread_ms + 1))).await;
+        }
+        all.push(endless_once(target, path, max_time, max_bytes).await?);
+    }
+    let mut sizes: Vec<u64> = all.iter().map(|e| e.body_bytes).collect();
+    sizes.sort_unstable();
+    let median = sizes[sizes.len() / 2];
+    let lingered = all.iter().filter(|e| e.lingered()).count();
+    let open = all.iter().filter(|e| !e.closed).count();
+    let answers: BTreeMap<String, u64> = all.iter().fold(BTreeMap::new(), |mut m, e| {
+        *m.entry(word(&e.first_line)).or_default() += 1;
+        m
+    });
+    // The worst: one left open, else the most bytes taken.
+    let worst = all
+        .iter()
+        .max_by_key(|e| (!e.closed, e.body_bytes))
+        .expect("at least one run");
+    // What the server surely read: the rest may have sat in the sender's and the receiver's
+    // socket buffers when it closed.
+    let buffers = socket_buffer_max("tcp_wmem") + socket_buffer_max("tcp_rmem");
+    let read_at_least = worst.body_bytes.saturating_sub(buffers);
     println!(
-        "probe endless {path} ({}): wrote {} bytes of body ({} MiB) in {write_secs:.2}s, \
-         stopped: {stopped}; answer: {}; connection {}",
+        "probe endless {path} ({}), {runs} runs: body bytes written before the close: median {} \
+         MiB, most {} MiB; {lingered} runs closed over 5 ms after the answer, {open} left open; \
+         answers {}",
         if target.token.is_some() {
-            "with a token"
+            "a token"
         } else {
             "no token"
         },
-        body_written,
-        mib(body_written),
-        seen.first_line.as_deref().unwrap_or("none"),
-        match (&seen.end, write_failed) {
-            (Some(end), _) => format!("closed by the server ({end})"),
-            (None, true) => "closed by the server (writes failed)".into(),
-            (None, false) => "still open".into(),
-        }
+        mib(median),
+        mib(worst.body_bytes),
+        codes_list(&answers),
     );
     println!(
-        "RESULT probe=endless path={path} body_bytes={body_written} mib={} closed={} answer={} \
-         end={} secs={write_secs:.2} stopped={}",
-        mib(body_written),
-        if closed { "yes" } else { "no" },
-        word(seen.first_line.as_deref().unwrap_or("none")),
-        word(seen.end.as_deref().unwrap_or("open")),
-        word(&stopped),
+        "probe endless: the worst run: the answer came {:.1} ms after the first byte, with {} \
+         MiB written; the close {:.1} ms after it, with {} MiB written ({}); the writing \
+         stopped after {:.2}s: {}; the server read at least {} MiB of it (the socket buffers \
+         may hold {} MiB)",
+        worst.answer_ms,
+        mib(worst.at_answer),
+        worst.close_ms,
+        mib(worst.at_close),
+        worst.end,
+        worst.secs,
+        worst.stopped,
+        mib(read_at_least),
+        mib(buffers)
+    );
+    println!(
+        "RESULT probe=endless path={path} runs={runs} body_bytes={} mib={} read_at_least_mib={} \
+         median_mib={} closed={} open_runs={open} lingered={lingered} answer={} end={} \
+         answer_ms={:.1} close_ms={:.1} stopped={}",
+        worst.body_bytes,
+        mib(worst.body_bytes),
+        mib(read_at_least),
+        mib(median),
+        if open == 0 { "yes" } else { "no" },
+        word(&worst.first_line),
+        word(&worst.end),
+        worst.answer_ms,
+        worst.close_ms,
+        word(&worst.stopped),
     );
     Ok(())
 }
@@ -576,7 +712,11 @@ async fn hold_one(
     held.connected = true;
     counts.open.fetch_add(1, Ordering::SeqCst);
     let (rd, mut wr) = stream.into_split();
-    let reads = tokio::spawn(watch_reads(rd, release.clone()));
+    let reads = tokio::spawn(watch_reads(
+        rd,
+        release.clone(),
+        Arc::new(AtomicU64::new(0)),
+    ));
     let mut release_w = release.clone();
     let write = async {
         tokio::select! {
