@@ -67,7 +67,10 @@ impl Application {
             Err(e) => return Err(e),
         }
         let metrics = Arc::new(Metrics::new());
-        let sink = Arc::new(PgSink::new(pool.clone()));
+        let sink = Arc::new(
+            PgSink::new(pool.clone())
+                .with_failover(store::failover(&settings.db).map_err(SettingError)?),
+        );
         let erasures = sink.erasures();
         let console = (settings.admin_token.as_deref()).map(|secret| {
             crate::console::Console::new(
@@ -337,7 +340,12 @@ async fn migrate_when_reachable(db: store::DbSettings, schema_ready: Arc<AtomicB
 
 /// Connects once and applies pending migrations.
 pub async fn migrate_once(db: &store::DbSettings) -> anyhow::Result<()> {
-    let opts = store::connect_options(&db.url, db.timeout).map_err(SettingError)?;
+    // With several hosts, the one that takes writes (and every pool moves to it).
+    let failover = store::failover(db).map_err(SettingError)?;
+    if failover.is_multi_host() {
+        failover.find_writable().await;
+    }
+    let opts = failover.options();
     let mut conn = store::database::connect_or_create(&opts, db.timeout).await?;
     let applied = migrate::run(&mut conn)
         .await

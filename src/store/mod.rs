@@ -15,6 +15,7 @@ pub mod database;
 pub mod erase;
 mod erasures;
 mod error;
+pub mod failover;
 pub mod migrate;
 mod pg_sink;
 mod plan;
@@ -33,6 +34,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 pub use batch::NewCallsBet;
 pub use error::{is_unavailable, retry_conflicts, StoreError, CONFLICT_RETRIES};
+pub use failover::Failover;
 pub use pg_sink::PgSink;
 pub use write::{write_batch, BatchMemory};
 
@@ -46,11 +48,38 @@ pub struct DbSettings {
     pub timeout: Duration,
 }
 
-/// Parses a `postgres://` URL; the error names the setting, never the password.
+/// Parses a `postgres://` URL (of its first host, when it lists several); the error names
+/// the setting, never the password.
 pub fn connect_options(url: &str, timeout: Duration) -> Result<PgConnectOptions, String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("DATABASE_URL must start with postgres:// or postgresql://".into());
     }
+    let first = failover::split_hosts(url)?.remove(0);
+    host_options(&first, timeout)
+}
+
+/// The hosts of the URL, and which takes writes now (see [`failover`]).
+pub fn failover(settings: &DbSettings) -> Result<std::sync::Arc<Failover>, String> {
+    connect_options(&settings.url, settings.timeout)?;
+    let timeout = settings.timeout;
+    Failover::for_url(&settings.url, timeout, |u| host_options(u, timeout))
+}
+
+/// A pool of `options` that hands out no connection opened before the failover's last move.
+fn failover_pool(failover: &std::sync::Arc<Failover>, options: PgPoolOptions) -> PgPool {
+    let f = failover.clone();
+    let pool = options
+        .before_acquire(move |_, meta| {
+            let keep = f.keeps(meta.age);
+            Box::pin(async move { Ok(keep) })
+        })
+        .connect_lazy_with(failover.options());
+    failover.register(&pool);
+    pool
+}
+
+/// The options of one host's URL.
+fn host_options(url: &str, timeout: Duration) -> Result<PgConnectOptions, String> {
     let opts = PgConnectOptions::from_str(url)
         .map_err(|e| format!("DATABASE_URL is not a valid postgres:// URL: {e}"))?;
     Ok(opts
@@ -76,25 +105,34 @@ pub fn connect_options(url: &str, timeout: Duration) -> Result<PgConnectOptions,
 /// One lazy connection for work that is slow by nature (rollup, forget): its long statements
 /// are not warned about as a writer's would be.
 pub fn slow_work_pool(settings: &DbSettings) -> Result<PgPool, String> {
-    let opts = connect_options(&settings.url, settings.timeout)?
-        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));
-    Ok(PgPoolOptions::new()
-        .max_connections(2)
-        .min_connections(0)
-        .acquire_timeout(settings.timeout)
-        .idle_timeout(Some(Duration::from_secs(300)))
-        .connect_lazy_with(opts))
+    let failover = failover(settings)?;
+    let pool = failover_pool(
+        &failover,
+        PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(settings.timeout)
+            .idle_timeout(Some(Duration::from_secs(300))),
+    );
+    // Its long statements are not warned about as a writer's would be.
+    let opts = (*pool.connect_options()).clone();
+    pool.set_connect_options(
+        opts.log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1)),
+    );
+    Ok(pool)
 }
 
 /// A pool that connects lazily: the service starts (and spools) even while the database is
 /// down, and every wait is bounded.
 pub fn pool(settings: &DbSettings) -> Result<PgPool, String> {
-    let opts = connect_options(&settings.url, settings.timeout)?;
-    Ok(PgPoolOptions::new()
-        .max_connections(settings.pool_size)
-        .min_connections(0)
-        .acquire_timeout(settings.timeout)
-        .idle_timeout(Some(Duration::from_secs(300)))
-        .test_before_acquire(false)
-        .connect_lazy_with(opts))
+    let failover = failover(settings)?;
+    Ok(failover_pool(
+        &failover,
+        PgPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .min_connections(0)
+            .acquire_timeout(settings.timeout)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .test_before_acquire(false),
+    ))
 }

@@ -22,6 +22,8 @@ use crate::sink::Sink;
 
 pub struct PgSink {
     pool: PgPool,
+    /// Told when a write finds the database unreachable or read-only.
+    failover: Option<Arc<super::Failover>>,
     /// What batches remember from one to the next (tag ids, the bet on new calls).
     memory: BatchMemory,
     kept: Arc<Kept<PoolConnection<Postgres>>>,
@@ -44,9 +46,16 @@ impl PgSink {
         });
         PgSink {
             pool,
+            failover: None,
             memory: BatchMemory::default(),
             kept,
         }
+    }
+
+    /// Tells `failover` of every write that finds the database unreachable or read-only.
+    pub fn with_failover(mut self, failover: Arc<super::Failover>) -> PgSink {
+        self.failover = Some(failover);
+        self
     }
 
     /// Reads erasures again (writes do when the guard says they changed; this keeps the
@@ -98,10 +107,27 @@ impl PgSink {
             Some((MergeRule::FillEmpty, _)) => Op::Fill,
             _ => Op::Write,
         };
-        let (mut conn, since) = self.connection().await?;
+        let (mut conn, since) = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                if let (StoreError::Unavailable(_), Some(f)) = (&e, &self.failover) {
+                    f.suspect();
+                }
+                return Err(e);
+            }
+        };
         let result = self.guarded(&mut conn, batch, op).await;
-        if result.is_ok() {
-            self.kept.keep(conn, since, self.others_served());
+        match &result {
+            Ok(_) => self.kept.keep(conn, since, self.others_served()),
+            // A node that turned read-only (or a broken link): this connection is not used
+            // again, and the hosts are asked which one takes writes.
+            Err(StoreError::Unavailable(_)) => {
+                drop(conn.detach());
+                if let Some(f) = &self.failover {
+                    f.suspect();
+                }
+            }
+            Err(_) => {}
         }
         result
     }

@@ -121,7 +121,7 @@ pub struct TestApp {
     pub db: TestDb,
 }
 
-fn init_logs() {
+pub fn init_logs() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         if std::env::var("TEST_LOG").is_ok() {

@@ -4,6 +4,7 @@
 mod backfill;
 mod cli;
 mod console;
+mod failover;
 mod fake_api;
 mod hardening;
 mod helpers;
