@@ -22,8 +22,8 @@ impl Token {
     }
 
     /// Whether the request carries the secret in its query or its `Authorization` header.
-    /// One guess a request: several `token` parameters, or several `Authorization` headers,
-    /// are refused without trying any, so that one request cannot try thousands.
+    /// One guess a request: several `token` parameters, several `Authorization` headers, or
+    /// one of each, are refused without trying any, so that one request cannot try more.
     pub fn admits(&self, req: &HttpRequest) -> bool {
         self.admits_parts(req.headers(), req.query_string())
     }
@@ -37,7 +37,7 @@ impl Token {
         let headers: Vec<_> = headers
             .get_all(actix_web::http::header::AUTHORIZATION)
             .collect();
-        if query.len() > 1 || headers.len() > 1 {
+        if query.len() + headers.len() > 1 {
             return false;
         }
         let from_query = query.first().is_some_and(|v| self.matches(v));

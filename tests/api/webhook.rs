@@ -783,8 +783,8 @@ async fn extra_params_are_stored_and_rebuilt_by_replay() {
     assert_eq!(app.row(select).await, row);
 }
 
-/// One guess a request: several `token` parameters or several `Authorization` headers are
-/// refused, the right token among them or not.
+/// One guess a request: several `token` parameters, several `Authorization` headers, or one
+/// of each, are refused, the right token among them or not.
 #[tokio::test]
 async fn a_request_carries_one_token_at_most() {
     let app = spawn_app_with(|s| s.webhook_token = Some("0123456789abcdef-right".into())).await;
@@ -812,6 +812,10 @@ async fn a_request_carries_one_token_at_most() {
     assert_eq!(code, 401);
     let (code, _) = send(post("").header("Authorization", "Bearer 0123456789abcdef-right")).await;
     assert_eq!(code, 200);
+    // One in the query and one in the header are two guesses too.
+    let (code, _) =
+        send(post("?token=wrong").header("Authorization", "Bearer 0123456789abcdef-right")).await;
+    assert_eq!(code, 401);
 }
 
 /// A tag name that is stored already takes no value of the ids' sequence, however often it
