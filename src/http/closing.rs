@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse};
@@ -27,11 +28,55 @@ use futures_util::{Stream, StreamExt};
 
 use super::Answer;
 
+/// After the answer's bytes, what is left of the body is read and thrown away, up to this
+/// much and this long, while the answer reaches the client; then the connection closes
+/// (the payload still unfinished). A client still sending meets a closed connection only
+/// once it could read its answer, and nothing reads an endless body for long.
+const DRAIN_BYTES: usize = 64 << 10;
+const DRAIN_TIME: Duration = Duration::from_millis(200);
+
+/// Reads and throws away what is left of a request's body, within [`DRAIN_BYTES`] and
+/// [`DRAIN_TIME`]. Ready when the body ended or a bound was met.
+struct Drain {
+    payload: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>,
+    read: usize,
+    until: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Drain {
+    fn new(payload: impl Stream<Item = Result<Bytes, PayloadError>> + 'static) -> Drain {
+        Drain {
+            payload: Box::pin(payload),
+            read: 0,
+            until: None,
+        }
+    }
+
+    fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.read > DRAIN_BYTES {
+                return Poll::Ready(());
+            }
+            match self.payload.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => self.read += chunk.len(),
+                // Its end (every answer to a body read whole comes here at once), or an error.
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => {
+                    // The clock only for a body still arriving, which only a refusal has.
+                    let until = (self.until)
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(DRAIN_TIME)));
+                    return until.as_mut().poll(cx);
+                }
+            }
+        }
+    }
+}
+
 /// A body that keeps the request's unread payload alive until it has been written.
 pub struct Closing {
     bytes: Option<Bytes>,
     len: u64,
-    _unread: Payload,
+    unread: Drain,
 }
 
 impl MessageBody for Closing {
@@ -43,9 +88,13 @@ impl MessageBody for Closing {
 
     fn poll_next(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Poll::Ready(self.get_mut().bytes.take().map(Ok))
+        let this = self.get_mut();
+        if let Some(bytes) = this.bytes.take() {
+            return Poll::Ready(Some(Ok(bytes)));
+        }
+        this.unread.poll_drained(cx).map(|()| None)
     }
 }
 
@@ -57,7 +106,7 @@ impl Answer {
         let body = Closing {
             len: bytes.len() as u64,
             bytes: Some(bytes),
-            _unread: unread,
+            unread: Drain::new(unread),
         };
         let mut res = actix_http::Response::with_body(code, body);
         res.headers_mut().insert(
@@ -81,10 +130,12 @@ impl Stream for Shared {
     }
 }
 
-/// An answer's body that also keeps the request's payload.
+/// An answer's body that also keeps the request's payload, and drains a little of it once
+/// written (see [`Drain`]).
 pub struct KeepsPayload<B> {
     body: B,
-    _payload: Shared,
+    body_done: bool,
+    payload: Drain,
 }
 
 impl<B: MessageBody + Unpin> MessageBody for KeepsPayload<B> {
@@ -98,9 +149,14 @@ impl<B: MessageBody + Unpin> MessageBody for KeepsPayload<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        // Only the body is pinned in place; the payload is never polled here.
         let this = self.get_mut();
-        Pin::new(&mut this.body).poll_next(cx)
+        if !this.body_done {
+            match Pin::new(&mut this.body).poll_next(cx) {
+                Poll::Ready(None) => this.body_done = true,
+                other => return other,
+            }
+        }
+        this.payload.poll_drained(cx).map(|()| None)
     }
 }
 
@@ -123,7 +179,8 @@ where
         let res = answer.await?;
         Ok(res.map_body(|_, body| KeepsPayload {
             body,
-            _payload: shared,
+            body_done: false,
+            payload: Drain::new(shared),
         }))
     }
 }

@@ -17,7 +17,7 @@ use super::{Answer, AppState, WEBHOOK_PATH};
 /// How long actix-http keeps reading (and throwing away) what a client still sends after a
 /// refusal, before it closes. None: actix-http reads at full speed while it lingers, and
 /// checks its deadline only between reads, so that 50 ms read up to 250 MiB on loopback.
-/// The answer is flushed and the connection shut down at once instead.
+/// The answer's body drains a bounded part of the rest instead (`closing.rs`).
 pub const LINGER: Duration = Duration::ZERO;
 
 /// How long a client may take to send a request's head, and to send the next one on a
