@@ -52,8 +52,8 @@ impl AdminAuth {
         }
     }
 
-    /// Checks the cookie and the `Authorization` header; one of each at most (one guess a
-    /// request).
+    /// Checks the `Authorization` header (one at most: one guess a request) and the cookies
+    /// of our name (the first few).
     pub fn access(&self, req: &HttpRequest) -> Access {
         let authorizations: Vec<_> = req.headers().get_all(header::AUTHORIZATION).collect();
         let cookies = cookie_values(req);
@@ -61,11 +61,7 @@ impl AdminAuth {
             return Access::Denied;
         }
         let bearer = (authorizations.first())
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
+            .and_then(|v| crate::http::bearer(v))
             .is_some_and(|t| self.token.matches(t));
         // Another program on this host (cookies do not tell ports apart) may have set one of
         // the same name: any of a few may be ours.

@@ -1,7 +1,7 @@
 //! The shared-secret check: `?token=…` (the vendor lets users paste only a URL) or
 //! `Authorization: Bearer …`, compared in constant time.
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderValue};
 use actix_web::HttpRequest;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -42,15 +42,17 @@ impl Token {
         }
         let from_query = query.first().is_some_and(|v| self.matches(v));
         let from_header = (headers.first())
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
+            .and_then(|v| bearer(v))
             .is_some_and(|t| self.matches(t));
         // Both are checked, whatever the first says, to keep the time the same.
         from_query | from_header
     }
+}
+
+/// The credential of an `Authorization: Bearer …` header (the scheme in any case).
+pub(crate) fn bearer(value: &HeaderValue) -> Option<&str> {
+    let (scheme, rest) = value.to_str().ok()?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 impl std::fmt::Debug for Token {

@@ -56,8 +56,13 @@ fn denied(req: &HttpRequest, state: &AppState, started: Instant, page: bool) -> 
         );
         return refused(req, state, answer, started);
     }
-    let answer = Answer::rejected(401, "");
-    let _ = refused(req, state, answer, started);
+    super::count_refusal(
+        state,
+        req.method(),
+        req.path(),
+        &Answer::rejected(401, "no console token"),
+        started,
+    );
     let body = (page::Denied {
         version: page::asset_version(),
     })

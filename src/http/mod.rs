@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::spool::Spool;
 
 pub use answer::Answer;
+pub(crate) use auth::bearer;
 pub use auth::Token;
 
 /// What every handler can reach.
