@@ -112,7 +112,7 @@ pub struct Silence {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SyncRun {
     pub id: i64,
     pub kind: String,
@@ -661,7 +661,7 @@ pub fn human_duration(seconds: i64) -> String {
 }
 
 async fn sync_runs(conn: &mut PgConnection) -> Result<Vec<SyncRun>, sqlx::Error> {
-    let rows = sqlx::query(
+    let mut runs: Vec<SyncRun> = sqlx::query_as(
         "SELECT id, kind, trigger, range_from, range_to, started_at, finished_at, status,
                 records, inserted, filled, unchanged, rejected, error
            FROM sync_runs ORDER BY id DESC LIMIT $1",
@@ -669,28 +669,10 @@ async fn sync_runs(conn: &mut PgConnection) -> Result<Vec<SyncRun>, sqlx::Error>
     .bind(SYNC_RUNS)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SyncRun {
-                id: r.try_get("id")?,
-                kind: r.try_get("kind")?,
-                trigger: r.try_get("trigger")?,
-                range_from: r.try_get("range_from")?,
-                range_to: r.try_get("range_to")?,
-                started_at: r.try_get("started_at")?,
-                finished_at: r.try_get("finished_at")?,
-                status: r.try_get("status")?,
-                records: r.try_get("records")?,
-                inserted: r.try_get("inserted")?,
-                filled: r.try_get("filled")?,
-                unchanged: r.try_get("unchanged")?,
-                rejected: r.try_get("rejected")?,
-                error: r
-                    .try_get::<Option<String>, _>("error")?
-                    .map(|e| mask::text(&e)),
-            })
-        })
-        .collect()
+    for run in &mut runs {
+        run.error = run.error.as_deref().map(mask::text);
+    }
+    Ok(runs)
 }
 
 /// The latest deliveries, or the latest refused ones, each read again with the current
