@@ -420,15 +420,7 @@ async fn serve_reconciles_and_fills_a_hole_left_while_the_webhooks_were_down() {
             .await["n"],
         3
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(app.client.get(format!("{}/metrics", app.address))).await;
     assert!(
         metrics.contains(r#"callhippo_sync_records_total{kind="call",result="inserted"} 3"#),
         "{metrics}"

@@ -251,6 +251,16 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     answer(req.send().await.expect("an answer")).await
 }
 
+/// The text of the answer to `req`, whatever its status.
+pub async fn text(req: reqwest::RequestBuilder) -> String {
+    req.send()
+        .await
+        .expect("an answer")
+        .text()
+        .await
+        .expect("a text body")
+}
+
 pub async fn answer(resp: reqwest::Response) -> (u16, Value) {
     let code = resp.status().as_u16();
     let text = resp.text().await.unwrap();

@@ -143,15 +143,7 @@ async fn metrics_addr_serves_metrics_apart_from_the_webhook() {
         .unwrap();
     assert_eq!(on_webhook_port.status(), 404);
     let apart = app.metrics_address.clone().expect("a metrics port");
-    let text = app
-        .client
-        .get(format!("{apart}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = text(app.client.get(format!("{apart}/metrics"))).await;
     assert!(
         text.contains(r#"callhippo_events_total{kind="call",outcome="stored"} 1"#),
         "{text}"

@@ -192,15 +192,7 @@ async fn forget_by_phone_counts_on_a_dry_run_then_erases_every_form_and_nothing_
         );
     }
     assert_eq!(table_counts(&app).await, after);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(app.client.get(format!("{}/metrics", app.address))).await;
     assert!(
         metrics.contains(r#"callhippo_events_total{kind="call",outcome="suppressed"} 2"#),
         "{metrics}"
