@@ -157,10 +157,9 @@ struct Kept<T> {
 }
 
 impl<T: Clone> Kept<T> {
-    fn fresh(slot: &Option<Kept<T>>, key: i64) -> Option<T> {
-        (slot.as_ref())
-            .filter(|k| k.key == key && Instant::now() < k.until)
-            .map(|k| k.value.clone())
+    /// The value, when it was read for `key` and is not too old.
+    fn fresh(&self, key: i64) -> Option<T> {
+        (self.key == key && Instant::now() < self.until).then(|| self.value.clone())
     }
 }
 
@@ -373,7 +372,7 @@ async fn from_database(
             let (accepted, refused, last) = today.get(kind).cloned().unwrap_or_default();
             k.today = Some(accepted);
             k.rejected_today = Some(refused);
-            k.last_at = later(k.last_at, last);
+            k.last_at = k.last_at.max(last);
         }
     }
     // The last event of a kind not seen since midnight, within the days looked back on.
@@ -394,7 +393,7 @@ async fn from_database(
             .await
         })
         .await?;
-        k.last_at = later(k.last_at, at.flatten());
+        k.last_at = k.last_at.max(at.flatten());
     }
     for k in &mut summary.kinds {
         let silence = part(&mut tx, "the usual rhythm", &mut missing, async |c| {
@@ -474,7 +473,8 @@ async fn today(
     cache: &Cache,
 ) -> Result<Today, sqlx::Error> {
     let key = today_start.timestamp();
-    if let Some(t) = Kept::fresh(&cache.0.lock().expect("never poisoned").today, key) {
+    let kept = (cache.0.lock().expect("never poisoned").today.as_ref()).and_then(|t| t.fresh(key));
+    if let Some(t) = kept {
         return Ok(t);
     }
     let started = Instant::now();
@@ -508,10 +508,6 @@ async fn today(
         until: Instant::now() + kept_for(started.elapsed(), Duration::ZERO),
     });
     Ok(today)
-}
-
-fn later(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    a.max(b)
 }
 
 /// Whether `k` has been silent for longer than it usually is. For a silence of up to a day:
@@ -548,9 +544,7 @@ async fn silence(
     let key = (window_s as f64).log(1.1).floor() as i64;
     let cached = {
         let kept = cache.0.lock().expect("never poisoned");
-        (kept.usual.get(kind))
-            .filter(|u| u.key == key && Instant::now() < u.until)
-            .map(|u| u.value)
+        kept.usual.get(kind).and_then(|u| u.fresh(key))
     };
     let usual = match cached {
         Some(u) => u,
@@ -616,10 +610,10 @@ async fn had_events(
     cache: &Cache,
 ) -> Result<bool, sqlx::Error> {
     let name = kind.as_str();
-    if let Some(k) = cache.0.lock().expect("never poisoned").had_events.get(name) {
-        if Instant::now() < k.until {
-            return Ok(k.value);
-        }
+    let kept =
+        (cache.0.lock().expect("never poisoned").had_events.get(name)).and_then(|k| k.fresh(0));
+    if let Some(had) = kept {
+        return Ok(had);
     }
     let table = match kind {
         Kind::Call => "calls",
