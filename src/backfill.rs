@@ -4,6 +4,7 @@
 //! its figures kept up to date page by page; a failed run keeps every row it wrote, and the
 //! next run picks up again (writing is idempotent).
 
+use crate::store;
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
 use sqlx::PgPool;
@@ -184,7 +185,8 @@ async fn start_run(
     trigger: Trigger,
     range: Range,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    let mut work = store::Work::of(pool).await?;
+    let id = store::query_scalar(
         "INSERT INTO sync_runs (kind, trigger, range_from, range_to) VALUES ($1, $2, $3, $4)
          RETURNING id",
     )
@@ -192,12 +194,15 @@ async fn start_run(
     .bind(trigger.as_str())
     .bind(range.from)
     .bind(range.to)
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *work)
+    .await?;
+    work.done().await?;
+    Ok(id)
 }
 
 async fn update_run(pool: &PgPool, id: i64, f: &RunFigures) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let mut work = store::Work::of(pool).await?;
+    store::query(
         "UPDATE sync_runs SET pages = $2, records = $3, inserted = $4, filled = $5,
                 unchanged = $6, rejected = $7 WHERE id = $1",
     )
@@ -208,9 +213,9 @@ async fn update_run(pool: &PgPool, id: i64, f: &RunFigures) -> Result<(), sqlx::
     .bind(f.filled as i32)
     .bind(f.unchanged as i32)
     .bind(f.rejected as i32)
-    .execute(pool)
-    .await
-    .map(drop)
+    .execute(&mut *work)
+    .await?;
+    work.done().await
 }
 
 async fn finish_run(
@@ -220,7 +225,8 @@ async fn finish_run(
     error: Option<&RunError>,
 ) -> Result<(), sqlx::Error> {
     update_run(pool, id, f).await?;
-    sqlx::query("UPDATE sync_runs SET finished_at = now(), status = $2, error = $3 WHERE id = $1")
+    let mut work = store::Work::of(pool).await?;
+    store::query("UPDATE sync_runs SET finished_at = now(), status = $2, error = $3 WHERE id = $1")
         .bind(id)
         .bind(if error.is_some() {
             "failed"
@@ -228,9 +234,9 @@ async fn finish_run(
             "succeeded"
         })
         .bind(error.map(|e| e.to_string()))
-        .execute(pool)
-        .await
-        .map(drop)
+        .execute(&mut *work)
+        .await?;
+    work.done().await
 }
 
 /// Progress of a run: a bar that turns on a terminal, one line a page elsewhere.

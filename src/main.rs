@@ -28,7 +28,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let _logs = telemetry::init(cli.log_format, &cli.log_filter)?;
     match &cli.command {
         Command::Serve(args) => {
-            let settings = args.settings(cli.database_url()?)?;
+            let settings = args.settings(cli.database_url()?, cli.db_pooler)?;
             let app = Application::build(settings).await?;
             app.run_until_stopped().await?;
         }

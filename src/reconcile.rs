@@ -5,6 +5,7 @@
 //! at a time does it (an advisory lock); it writes through a sink of its own, beside the
 //! webhook path, never in it.
 
+use crate::store;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,36 +76,78 @@ async fn once(
     pool: &PgPool,
     metrics: &Metrics,
 ) -> Result<(), sqlx::Error> {
-    let mut lock = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(RECONCILE_LOCK_KEY)
-        .fetch_one(&mut *lock)
-        .await?;
-    if !locked {
+    let Some(lock) = Lock::take(pool).await? else {
         tracing::debug!("reconcile: another replica is reconciling");
         return Ok(());
-    }
+    };
     // Under the lock, a reconciliation still `running` is one whose process stopped.
-    let interrupted = sqlx::query(
-        "UPDATE sync_runs SET status = 'failed', finished_at = now(),
-                error = 'interrupted: the process stopped during the run'
-          WHERE trigger = 'reconcile' AND status = 'running'",
-    )
-    .execute(&mut *lock)
-    .await;
-    if let Err(e) = interrupted {
+    let interrupted = async {
+        let mut work = store::Work::of(pool).await?;
+        store::query(
+            "UPDATE sync_runs SET status = 'failed', finished_at = now(),
+                    error = 'interrupted: the process stopped during the run'
+              WHERE trigger = 'reconcile' AND status = 'running'",
+        )
+        .execute(&mut *work)
+        .await?;
+        work.done().await
+    };
+    if let Err(e) = interrupted.await {
         tracing::warn!(error = %e, "reconcile: could not mark interrupted runs");
     }
     reconcile_calls(settings, client, sink, metrics).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(RECONCILE_LOCK_KEY)
-        .execute(&mut *lock)
-        .await;
-    if unlocked.is_err() {
-        // Closing the session releases its lock for the other replicas.
-        drop(lock.detach());
-    }
+    lock.release().await;
     Ok(())
+}
+
+/// The reconciliation lock: a session's, or behind a pooler (where a session lock would stay
+/// on a server connection others use), a transaction's, held open (on one server connection,
+/// doing nothing) while the reconciliation runs.
+enum Lock {
+    Session(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Transaction(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Lock {
+    /// The lock, unless another replica holds it.
+    async fn take(pool: &PgPool) -> Result<Option<Lock>, sqlx::Error> {
+        let (sql, mut lock) = match store::pooler::active() {
+            true => (
+                "SELECT pg_try_advisory_xact_lock($1)",
+                Lock::Transaction(store::pooler::begin(pool).await?),
+            ),
+            false => (
+                "SELECT pg_try_advisory_lock($1)",
+                Lock::Session(pool.acquire().await?),
+            ),
+        };
+        let conn: &mut sqlx::PgConnection = match &mut lock {
+            Lock::Session(c) => c,
+            Lock::Transaction(t) => t,
+        };
+        let locked: bool = store::query_scalar(sql)
+            .bind(RECONCILE_LOCK_KEY)
+            .fetch_one(conn)
+            .await?;
+        Ok(locked.then_some(lock))
+    }
+
+    async fn release(self) {
+        match self {
+            Lock::Session(mut conn) => {
+                let unlocked = store::query("SELECT pg_advisory_unlock($1)")
+                    .bind(RECONCILE_LOCK_KEY)
+                    .execute(&mut *conn)
+                    .await;
+                if unlocked.is_err() {
+                    // Closing the session releases its lock for the other replicas.
+                    drop(conn.detach());
+                }
+            }
+            // Rolled back when it cannot commit: either way, the lock goes with it.
+            Lock::Transaction(tx) => drop(tx.commit().await),
+        }
+    }
 }
 
 /// Reads the last days' call logs and counts what they did in the metrics.

@@ -7,6 +7,7 @@
 //! updated (and loses the warnings it no longer deserves). `raw_events.kind` and `error` are
 //! brought up to date too. Safe to run while `serve` runs.
 
+use crate::store;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -73,19 +74,22 @@ pub async fn replay(
     let pool = sink.pool();
     let since = filter.since.unwrap_or(DateTime::UNIX_EPOCH);
     let kind = filter.kind.map(Kind::as_str);
-    let total: i64 = sqlx::query_scalar(
+    let mut work = store::Work::of(pool).await?;
+    let total: i64 = store::query_scalar(
         "SELECT count(*) FROM raw_events WHERE last_received_at >= $1 AND ($2::text IS NULL OR kind = $2)",
     )
     .bind(since)
     .bind(kind)
-    .fetch_one(pool)
+    .fetch_one(&mut *work)
     .await?;
+    work.done().await?;
 
     let mut summary = Summary::default();
     // Keyset paging; ids start at 1, so (since, 0) comes before every row at `since`.
     let mut cursor: (DateTime<Utc>, i64) = (since, 0);
     loop {
-        let rows = sqlx::query(&format!(
+        let mut work = store::Work::of(pool).await?;
+        let rows = store::query(&format!(
             "SELECT {REREAD_COLUMNS}
                    FROM raw_events
                   WHERE (last_received_at, id) > ($1, $2) AND last_received_at >= $3
@@ -98,8 +102,9 @@ pub async fn replay(
         .bind(since)
         .bind(kind)
         .bind(page as i64)
-        .fetch_all(pool)
+        .fetch_all(&mut *work)
         .await?;
+        work.done().await?;
         let Some(last) = rows.last() else { break };
         cursor = (last.try_get("last_received_at")?, last.try_get("id")?);
 
@@ -129,12 +134,14 @@ pub async fn replay_one(
     zone: chrono_tz::Tz,
     raw_id: i64,
 ) -> anyhow::Result<Option<(Outcome, Option<String>)>> {
-    let row = sqlx::query(&format!(
+    let mut work = store::Work::of(sink.pool()).await?;
+    let row = store::query(&format!(
         "SELECT {REREAD_COLUMNS} FROM raw_events WHERE id = $1"
     ))
     .bind(raw_id)
-    .fetch_optional(sink.pool())
+    .fetch_optional(&mut *work)
     .await?;
+    work.done().await?;
     let Some(row) = row else { return Ok(None) };
     let delivery = reread(&row, zone)?;
     let error = delivery.decoded.error();

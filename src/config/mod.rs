@@ -58,6 +58,10 @@ fn log_format(raw: &str) -> Result<LogFormat, String> {
     }
 }
 
+fn pooler(raw: &str) -> Result<crate::store::Pooler, String> {
+    raw.to_ascii_lowercase().parse()
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "callhippo-ingest",
@@ -71,6 +75,11 @@ pub struct Cli {
     /// PostgreSQL URL, postgres://user:password@host:5432/database.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// none, or transaction when DATABASE_URL points at a pooler in transaction mode
+    /// (PgBouncer's pool_mode = transaction, Supavisor on port 6543, …).
+    #[arg(long, env = "DB_POOLER", global = true, default_value = "none", value_parser = pooler)]
+    pub db_pooler: crate::store::Pooler,
 
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", global = true, default_value = defaults::LOG_FORMAT, value_parser = log_format)]
@@ -484,6 +493,7 @@ impl ServeSettings {
                 url: database_url.to_owned(),
                 pool_size: defaults::DB_POOL_SIZE as u32,
                 timeout: defaults::DB_TIMEOUT,
+                pooler: crate::store::Pooler::None,
             },
             listen_addr: defaults::LISTEN_ADDR.parse().expect("a valid address"),
             metrics_addr: None,
@@ -549,6 +559,7 @@ impl Cli {
             url: self.database_url()?,
             pool_size: defaults::COMMAND_POOL_SIZE,
             timeout: defaults::COMMAND_TIMEOUT,
+            pooler: self.db_pooler,
         })
     }
 }
@@ -565,7 +576,11 @@ impl ServeArgs {
         })
     }
 
-    pub fn settings(&self, database_url: String) -> Result<ServeSettings, SettingError> {
+    pub fn settings(
+        &self,
+        database_url: String,
+        pooler: crate::store::Pooler,
+    ) -> Result<ServeSettings, SettingError> {
         let webhook_token = match self.webhook_token.as_deref() {
             None => None,
             Some(t) if t.trim().is_empty() => {
@@ -582,6 +597,7 @@ impl ServeArgs {
                 url: database_url,
                 pool_size: self.db_pool_size as u32,
                 timeout,
+                pooler,
             },
             listen_addr: self.listen_addr,
             metrics_addr: self.metrics_addr,
@@ -643,7 +659,7 @@ mod tests {
     fn defaults() {
         let cli = parse(&["serve", "--database-url", "postgres://u@h/db"]).unwrap();
         let s = serve_args(&cli)
-            .settings(cli.database_url().unwrap())
+            .settings(cli.database_url().unwrap(), cli.db_pooler)
             .unwrap();
         assert_eq!(s.max_body_bytes, 262_144);
         assert_eq!(s.listen_addr.to_string(), "0.0.0.0:8080");
@@ -683,13 +699,13 @@ mod tests {
         for (given, kept) in [(" ", None), ("90", Some(90))] {
             let cli = parse(&["serve", "--raw-retention-days", given]).unwrap();
             let s = serve_args(&cli)
-                .settings("postgres://u@h/db".into())
+                .settings("postgres://u@h/db".into(), Default::default())
                 .unwrap();
             assert_eq!(s.raw_retention_days, kept, "{given:?}");
         }
         let cli = parse(&["serve", "--webhook-token", " "]).unwrap();
         let e = serve_args(&cli)
-            .settings("postgres://u@h/db".into())
+            .settings("postgres://u@h/db".into(), Default::default())
             .unwrap_err();
         assert!(e.0.starts_with("WEBHOOK_TOKEN"), "{e}");
         let cli = parse(&[
@@ -701,17 +717,17 @@ mod tests {
         ])
         .unwrap();
         let e = serve_args(&cli)
-            .settings("postgres://u@h/db".into())
+            .settings("postgres://u@h/db".into(), Default::default())
             .unwrap_err();
         assert!(e.0.starts_with("ADMIN_TOKEN"), "{e}");
         let cli = parse(&["serve", "--admin-token", " "]).unwrap();
         let s = serve_args(&cli)
-            .settings("postgres://u@h/db".into())
+            .settings("postgres://u@h/db".into(), Default::default())
             .unwrap();
         assert_eq!(s.admin_token, None, "empty: the console is off");
         let cli = parse(&["serve", "--admin-token", "console-secret-0123"]).unwrap();
         let s = serve_args(&cli)
-            .settings("postgres://u@h/db".into())
+            .settings("postgres://u@h/db".into(), Default::default())
             .unwrap();
         assert_eq!(s.admin_token.as_deref(), Some("console-secret-0123"));
         let cli = parse(&["migrate", "--database-url", "mysql://x"]).unwrap();

@@ -3,6 +3,7 @@
 //! the same, and a restart forgets nothing), and this process's own (spool, answers since
 //! it started).
 
+use crate::store;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -320,13 +321,13 @@ async fn from_database(
     local: &Local,
 ) -> Result<(), sqlx::Error> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    store::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(&format!("SET LOCAL statement_timeout = '{QUERY_TIMEOUT}'"))
+    store::query(&format!("SET LOCAL statement_timeout = '{QUERY_TIMEOUT}'"))
         .execute(&mut *tx)
         .await?;
-    let (read_only, recovery): (String, bool) = sqlx::query_as(
+    let (read_only, recovery): (String, bool) = store::query_as(
         "SELECT current_setting('default_transaction_read_only'), pg_is_in_recovery()",
     )
     .fetch_one(&mut *tx)
@@ -382,7 +383,7 @@ async fn from_database(
         }
         let kind = k.kind.as_str();
         let at = part(&mut tx, "the last event", &mut missing, async |c| {
-            sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            store::query_scalar::<Option<DateTime<Utc>>>(
                 "SELECT max(last_received_at) FROM raw_events
                   WHERE kind = $1 AND error IS NULL AND source = 'webhook'
                     AND last_received_at >= now() - make_interval(days => $2)",
@@ -419,19 +420,19 @@ async fn part<T>(
     missing: &mut Vec<&'static str>,
     run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
 ) -> Result<Option<T>, sqlx::Error> {
-    sqlx::query("SAVEPOINT console_part")
+    store::query("SAVEPOINT console_part")
         .execute(&mut *conn)
         .await?;
     match run(&mut *conn).await {
         Ok(value) => {
-            sqlx::query("RELEASE SAVEPOINT console_part")
+            store::query("RELEASE SAVEPOINT console_part")
                 .execute(&mut *conn)
                 .await?;
             Ok(Some(value))
         }
         Err(e) if !crate::store::is_unavailable(&e) => {
             tracing::warn!(part = name, error = %crate::store::database::reason(&e), "console: a figure could not be read");
-            sqlx::query("ROLLBACK TO SAVEPOINT console_part")
+            store::query("ROLLBACK TO SAVEPOINT console_part")
                 .execute(&mut *conn)
                 .await?;
             missing.push(name);
@@ -443,7 +444,7 @@ async fn part<T>(
 
 /// Accepted deliveries per minute over the last hour, per kind (oldest first).
 async fn last_hour(conn: &mut PgConnection) -> Result<BTreeMap<String, Vec<i64>>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = store::query(
         "SELECT kind, floor(extract(epoch FROM now() - last_received_at) / 60)::int AS ago,
                 count(*) AS n
            FROM raw_events
@@ -478,7 +479,7 @@ async fn today(
         return Ok(t);
     }
     let started = Instant::now();
-    let rows = sqlx::query(
+    let rows = store::query(
         "SELECT kind,
                 count(*) FILTER (WHERE error IS NULL) AS today,
                 count(*) FILTER (WHERE error IS NOT NULL) AS rejected_today,
@@ -551,7 +552,7 @@ async fn silence(
         None => {
             let started = Instant::now();
             let usual: Option<f64> = if window_s <= 86_400 {
-                sqlx::query_scalar(
+                store::query_scalar(
                     "SELECT avg(n)::float8 FROM (
                          SELECT (SELECT count(*) FROM raw_events r
                                   WHERE r.kind = $1 AND r.error IS NULL AND r.source = 'webhook'
@@ -565,7 +566,7 @@ async fn silence(
                 .fetch_one(&mut *conn)
                 .await?
             } else {
-                let week: i64 = sqlx::query_scalar(
+                let week: i64 = store::query_scalar(
                     "SELECT count(*) FROM raw_events
                       WHERE kind = $1 AND error IS NULL AND source = 'webhook'
                         AND last_received_at >= $2::timestamptz - make_interval(days => $3)
@@ -620,7 +621,7 @@ async fn had_events(
         Kind::Sms => "sms",
         _ => "call_status",
     };
-    let had: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT FROM {table})"))
+    let had: bool = store::query_scalar(&format!("SELECT EXISTS (SELECT FROM {table})"))
         .fetch_one(&mut *conn)
         .await?;
     cache.0.lock().expect("never poisoned").had_events.insert(
@@ -655,7 +656,7 @@ pub fn human_duration(seconds: i64) -> String {
 }
 
 async fn sync_runs(conn: &mut PgConnection) -> Result<Vec<SyncRun>, sqlx::Error> {
-    let mut runs: Vec<SyncRun> = sqlx::query_as(
+    let mut runs: Vec<SyncRun> = store::query_as(
         "SELECT id, kind, trigger, range_from, range_to, started_at, finished_at, status,
                 records, inserted, filled, unchanged, rejected, error
            FROM sync_runs ORDER BY id DESC LIMIT $1",
@@ -676,7 +677,7 @@ async fn deliveries(
     rejected: bool,
     zone: chrono_tz::Tz,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    let rows = store::query(&format!(
         "SELECT r.id, r.kind, r.error, r.received_at, r.last_received_at, r.deliveries,
                 r.content_type, r.source,
                 CASE WHEN octet_length(r.payload::text) <= {REREAD_MAX_BYTES} THEN r.payload END AS payload,

@@ -5,6 +5,7 @@
 //! then updated in a transaction of their own, which compares their tags under the calls'
 //! row locks.
 
+use crate::store;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -193,7 +194,7 @@ async fn run_statement(
     );
     let query = |bet: bool| {
         let sql = if bet { BATCH_BETTING } else { BATCH };
-        let mut query = columns::bind(sqlx::query(sql), raw_columns(&raw));
+        let mut query = columns::bind(store::query(sql), raw_columns(&raw));
         let digests = bet.then(|| {
             (plan.calls.iter())
                 .map(|r| Some(&batch[r.index].decoded.sha256[..]))
@@ -206,16 +207,12 @@ async fn run_statement(
     };
     // Only batches with calls bet, or count as batches written without betting.
     let bet = !plan.calls.is_empty() && memory.bet.take();
-    let rows = match query(bet)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::from)
-    {
+    let rows = match fetch_all(conn, query(bet)).await {
         Ok(rows) => rows,
         Err(e) if bet && e.is_unique_violation() => {
             let skip = memory.bet.lost();
             tracing::debug!(error = %e, upserting_next = skip, "a call of the batch was stored already: writing the batch with upserts");
-            let rows = query(false).fetch_all(&mut *conn).await?;
+            let rows = fetch_all(conn, query(false)).await?;
             return Ok(Written::from_rows(&rows)?);
         }
         Err(e) => return Err(e),
@@ -225,6 +222,22 @@ async fn run_statement(
         memory.bet.won(); // a call was inserted without ON CONFLICT: the bet was tested
     }
     Ok(written)
+}
+
+/// Runs the batch statement. Behind a pooler, the batch is inside a transaction
+/// (`PgSink::guarded_unit`): the statement gets a savepoint of its own, so that a lost bet or
+/// a failed guard leaves that transaction usable, as a failed statement leaves a session.
+async fn fetch_all(
+    conn: &mut PgConnection,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Vec<PgRow>, StoreError> {
+    if !super::pooler::active() {
+        return Ok(query.fetch_all(&mut *conn).await?);
+    }
+    let mut savepoint = sqlx::Connection::begin(&mut *conn).await?;
+    let rows = query.fetch_all(&mut *savepoint).await?;
+    savepoint.commit().await?;
+    Ok(rows)
 }
 
 /// Whether the next usual batch is written with [`BATCH_BETTING`], which inserts the

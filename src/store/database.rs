@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Executor, PgConnection};
 
 use super::error::sqlstate;
 use crate::config::SettingError;
@@ -44,6 +44,10 @@ fn setting_error(opts: &PgConnectOptions, e: &sqlx::Error) -> Option<SettingErro
     let advice = match code.as_str() {
         // invalid_password, invalid_authorization_specification
         "28P01" | "28000" => "check the user and password in DATABASE_URL",
+        // protocol_violation: PgBouncer refuses the startup parameter `options`.
+        "08P01" if reason(e).contains("unsupported startup parameter") => {
+            "a connection pooler answers there (PgBouncer?): set DB_POOLER=transaction"
+        }
         _ => return None,
     };
     Some(SettingError(format!(
@@ -131,13 +135,16 @@ async fn create(opts: &PgConnectOptions, timeout: Duration) -> anyhow::Result<()
     };
     // Creating a database copies its template and waits for a checkpoint: longer, on a
     // busy server, than the service's statement timeout.
-    sqlx::query("SET statement_timeout = 0")
-        .execute(&mut admin)
-        .await
-        .map_err(|e| unreachable(opts, e))?;
+    // (Behind a pooler in transaction mode, no session setting: it would stay on a server
+    // connection that others use; the connection has no statement timeout of ours anyway.)
+    if !super::pooler::active() {
+        ((&mut admin).execute("SET statement_timeout = 0").await)
+            .map_err(|e| unreachable(opts, e))?;
+    }
     // An identifier cannot be bound: it is quoted instead.
     let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-    match sqlx::query(&statement).execute(&mut admin).await {
+    // A plain statement: CREATE DATABASE runs outside any transaction, and unprepared.
+    match (&mut admin).execute(&*statement).await {
         Ok(_) => {
             tracing::info!(database = %name, "created the database named in DATABASE_URL");
             Ok(())

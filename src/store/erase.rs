@@ -8,6 +8,7 @@
 //! id later sees them and writes nothing; one that had an id already is waited for here, and
 //! what it wrote is then removed with the rest.
 
+use crate::store;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -204,7 +205,7 @@ async fn run(pool: &PgPool, ids: &[Identifier], counting: bool) -> Result<Counts
     let mut counts = Counts::new();
     for (label, sql) in statements(counting) {
         let mut tx = unhurried(pool).await?;
-        let query = sqlx::query(&sql)
+        let query = store::query(&sql)
             .bind(&wanted.phones)
             .bind(&wanted.emails)
             .bind(&wanted.sids);
@@ -239,11 +240,13 @@ pub async fn erase(
         .filter(|(t, n)| !is_emptied_column(t) || **n > 0)
         .map(|(t, n)| (*t, *n))
         .collect();
-    sqlx::query("UPDATE erasures SET rows = $2 WHERE id = ANY ($1)")
+    let mut work = store::Work::of(pool).await?;
+    store::query("UPDATE erasures SET rows = $2 WHERE id = ANY ($1)")
         .bind(&erasure_ids)
         .bind(sqlx::types::Json(&recorded))
-        .execute(pool)
+        .execute(&mut *work)
         .await?;
+    work.done().await?;
     Ok(counts)
 }
 
@@ -252,8 +255,8 @@ pub async fn erase(
 async fn unhurried(
     pool: &PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('statement_timeout', '0', true), set_config('enable_seqscan', 'on', true)")
+    let mut tx = store::pooler::begin(pool).await?;
+    store::query("SELECT set_config('statement_timeout', '0', true), set_config('enable_seqscan', 'on', true)")
         .execute(&mut *tx)
         .await?;
     Ok(tx)
@@ -264,11 +267,11 @@ async fn unhurried(
 async fn record(pool: &PgPool, ids: &[Identifier]) -> Result<Vec<i64>, sqlx::Error> {
     let kinds: Vec<&str> = ids.iter().map(|i| i.kind.as_str()).collect();
     let digests: Vec<Vec<u8>> = ids.iter().map(|i| i.digest().to_vec()).collect();
-    let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE erasures IN EXCLUSIVE MODE")
+    let mut tx = store::pooler::begin(pool).await?;
+    store::query("LOCK TABLE erasures IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    let erasure_ids = sqlx::query_scalar(
+    let erasure_ids = store::query_scalar(
         "INSERT INTO erasures AS e (kind, identifier_sha256)
          SELECT * FROM unnest($1::text[], $2::bytea[])
          ON CONFLICT (kind, identifier_sha256) DO UPDATE SET requested_at = now()
@@ -284,13 +287,16 @@ async fn record(pool: &PgPool, ids: &[Identifier]) -> Result<Vec<i64>, sqlx::Err
 
 /// Waits until every transaction that had an id when the erasures committed has ended.
 async fn wait_for_older_writers(pool: &PgPool, at_most: Duration) -> anyhow::Result<()> {
-    let snapshot: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-        .fetch_one(pool)
+    let mut work = store::Work::of(pool).await?;
+    let snapshot: String = store::query_scalar("SELECT pg_current_snapshot()::text")
+        .fetch_one(&mut *work)
         .await?;
+    work.done().await?;
     let started = Instant::now();
     loop {
         // Transactions of other databases on the server cannot write here: not waited for.
-        let running: Vec<i32> = sqlx::query_scalar(
+        let mut work = store::Work::of(pool).await?;
+        let running: Vec<i32> = store::query_scalar(
             "SELECT coalesce(a.pid, 0)
                FROM pg_snapshot_xip($1::pg_snapshot) AS x(id)
                LEFT JOIN pg_stat_activity a
@@ -299,8 +305,9 @@ async fn wait_for_older_writers(pool: &PgPool, at_most: Duration) -> anyhow::Res
                 AND (a.pid IS NULL OR a.datname = current_database())",
         )
         .bind(&snapshot)
-        .fetch_all(pool)
+        .fetch_all(&mut *work)
         .await?;
+        work.done().await?;
         if running.is_empty() {
             return Ok(());
         }

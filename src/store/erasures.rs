@@ -2,6 +2,7 @@
 //! transaction runs (`callhippo_erasures_unchanged`, migration V5), which fails when
 //! erasures changed since the writer read them.
 
+use crate::store;
 use sqlx::PgConnection;
 
 use super::error::sqlstate;
@@ -21,7 +22,7 @@ impl StoreError {
 /// Reads every erasure into `erasures`.
 pub(super) async fn load(conn: &mut PgConnection, erasures: &Erasures) -> Result<(), StoreError> {
     let rows: Vec<(i64, String, Vec<u8>)> =
-        sqlx::query_as("SELECT id, kind, identifier_sha256 FROM erasures")
+        store::query_as("SELECT id, kind, identifier_sha256 FROM erasures")
             .fetch_all(&mut *conn)
             .await?;
     let seen = rows.iter().map(|(id, _, _)| *id).max().unwrap_or(0);
@@ -35,7 +36,7 @@ pub(super) async fn load(conn: &mut PgConnection, erasures: &Erasures) -> Result
 /// Runs the guard in the caller's transaction: first, so that a batch checked against
 /// erasures older than the database's writes nothing.
 pub(super) async fn guard(conn: &mut PgConnection, seen: i64) -> Result<(), StoreError> {
-    sqlx::query("SELECT callhippo_erasures_unchanged($1)")
+    store::query("SELECT callhippo_erasures_unchanged($1)")
         .bind(seen)
         .execute(&mut *conn)
         .await?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool, Row};
 
 /// The least time between two rounds of asking the hosts.
 const ASK_EVERY: Duration = Duration::from_secs(1);
@@ -26,7 +26,8 @@ pub struct Failover {
     current: AtomicUsize,
     /// Connections opened before this instant are not handed out again.
     moved_at: Mutex<Instant>,
-    pools: Mutex<Vec<PgPool>>,
+    /// Every pool of the URL, with what it changes in a host's options.
+    pools: Mutex<Vec<(PgPool, Adapt)>>,
     asking: AtomicBool,
     asked_at: Mutex<Option<Instant>>,
     timeout: Duration,
@@ -81,6 +82,9 @@ fn without_param(tail: &str, name: &str) -> Result<String, String> {
     })
 }
 
+/// What a pool changes in the options of whichever host it connects to.
+pub type Adapt = fn(PgConnectOptions) -> PgConnectOptions;
+
 impl Failover {
     /// The failover of `url`, made once per URL (every pool of the process shares it).
     pub fn for_url(
@@ -128,13 +132,14 @@ impl Failover {
         self.targets[self.current.load(Ordering::Acquire)].clone()
     }
 
-    /// Points `pool` at the host used now, and at the next one when it moves.
-    pub fn register(&self, pool: &PgPool) {
-        pool.set_connect_options(self.options());
+    /// Points `pool` at the host used now, and at the next one when it moves, its options
+    /// changed by `adapt` each time.
+    pub fn register(&self, pool: &PgPool, adapt: Adapt) {
+        pool.set_connect_options(adapt(self.options()));
         self.pools
             .lock()
             .expect("never poisoned")
-            .push(pool.clone());
+            .push((pool.clone(), adapt));
     }
 
     /// Whether a connection `age` old may be handed out again: not when it was opened
@@ -183,8 +188,8 @@ impl Failover {
                             "database: moving to the host that takes writes"
                         );
                         *self.moved_at.lock().expect("never poisoned") = Instant::now();
-                        for pool in self.pools.lock().expect("never poisoned").iter() {
-                            pool.set_connect_options(target.clone());
+                        for (pool, adapt) in self.pools.lock().expect("never poisoned").iter() {
+                            pool.set_connect_options(adapt(target.clone()));
                         }
                     }
                     return Some(i);
@@ -208,10 +213,11 @@ impl Failover {
 /// `transaction_read_only` off for a new session).
 async fn writable(target: &PgConnectOptions) -> Result<bool, sqlx::Error> {
     let mut conn = target.connect().await?;
-    let (recovery, read_only): (bool, String) =
-        sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
-            .fetch_one(&mut conn)
-            .await?;
+    // A plain statement (no argument), which needs no transaction behind a pooler.
+    let row = (conn
+        .fetch_one("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"))
+    .await?;
+    let (recovery, read_only): (bool, String) = (row.try_get(0)?, row.try_get(1)?);
     let _ = conn.close().await;
     Ok(!recovery && read_only == "off")
 }

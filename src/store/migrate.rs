@@ -6,6 +6,7 @@
 //! advisory lock that keeps replicas from migrating at once is held on the very session that
 //! runs the migrations.
 
+use crate::store;
 use refinery::{AsyncMigrate, Migration};
 use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
 use sqlx::{Executor, PgConnection, Row};
@@ -46,37 +47,43 @@ pub async fn run_until(
     version: Option<refinery::SchemaVersion>,
 ) -> anyhow::Result<Vec<String>> {
     let target = version.map_or(refinery::Target::Latest, refinery::Target::Version);
+    if super::pooler::active() {
+        return run_in_one_transaction(conn, target).await;
+    }
     // A migration may rebuild the indexes of big tables (V3: seconds per million rows), far
     // longer than the service's statement timeout: it runs without one, and waits for the
     // other replicas' migration as long as that takes. Waiting for locks that other sessions
     // hold on tables (a long BI query) stays bounded by the session's statement timeout, so
     // the migration fails and is retried rather than queue an exclusive lock that would
     // block every reader and writer behind it.
-    let bound: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+    let bound: String = store::query_scalar("SELECT current_setting('statement_timeout')")
         .fetch_one(&mut *conn)
         .await?;
-    sqlx::query("SET statement_timeout = 0")
+    store::query("SET statement_timeout = 0")
         .execute(&mut *conn)
         .await?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
+    store::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+    store::query("SELECT set_config('lock_timeout', $1, false)")
         .bind(&bound)
         .execute(&mut *conn)
         .await?;
     let result = embedded::migrations::runner()
         .set_abort_divergent(true)
         .set_target(target)
-        .run_async(&mut SqlxMigrator(conn))
+        .run_async(&mut SqlxMigrator {
+            conn,
+            nested: false,
+        })
         .await;
     // Unlock even when a migration failed; the session ends soon anyway.
-    let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
+    let unlock = store::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK_KEY)
         .execute(&mut *conn)
         .await;
-    let restore = sqlx::query(
+    let restore = store::query(
         "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', '0', false)",
     )
     .bind(&bound)
@@ -92,21 +99,60 @@ pub async fn run_until(
         .collect())
 }
 
-/// The newest applied version, or `None` on a database never migrated.
-pub async fn current_version(conn: &mut PgConnection) -> Result<Option<i32>, sqlx::Error> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(HISTORY_TABLE)
-        .fetch_one(&mut *conn)
+/// [`run_until`] behind a pooler in transaction mode, where a session lock would stay on a
+/// server connection that others use: every pending migration is applied in one
+/// transaction, under a lock of that transaction (each migration in a savepoint of it).
+async fn run_in_one_transaction(
+    conn: &mut PgConnection,
+    target: refinery::Target,
+) -> anyhow::Result<Vec<String>> {
+    let mut tx = super::pooler::begin_on(conn).await?;
+    // The statement timeout of the other connections bounds the wait for table locks (see
+    // `run_until`); the migration itself runs without one.
+    tx.execute("SELECT set_config('lock_timeout', current_setting('statement_timeout'), true)")
         .await?;
+    tx.execute("SET LOCAL statement_timeout = 0").await?;
+    tx.execute(&*format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await?;
+    let report = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .set_target(target)
+        .run_async(&mut SqlxMigrator {
+            conn: &mut tx,
+            nested: true,
+        })
+        .await?;
+    tx.commit().await?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
+}
+
+/// The newest applied version, or `None` on a database never migrated.
+/// Plain statements (no argument): they need no transaction behind a pooler.
+pub async fn current_version(conn: &mut PgConnection) -> Result<Option<i32>, sqlx::Error> {
+    let exists = (conn.fetch_one(&*format!(
+        "SELECT to_regclass('{HISTORY_TABLE}') IS NOT NULL"
+    )))
+    .await?
+    .try_get::<bool, _>(0)?;
     if !exists {
         return Ok(None);
     }
-    sqlx::query_scalar("SELECT max(version) FROM refinery_schema_history")
-        .fetch_one(&mut *conn)
-        .await
+    (conn.fetch_one(&*format!("SELECT max(version) FROM {HISTORY_TABLE}")))
+        .await?
+        .try_get(0)
 }
 
-struct SqlxMigrator<'c>(&'c mut PgConnection);
+struct SqlxMigrator<'c> {
+    conn: &'c mut PgConnection,
+    /// Inside a transaction already: each migration gets a savepoint instead of its own.
+    nested: bool,
+}
 
 impl AsyncTransaction for SqlxMigrator<'_> {
     type Error = sqlx::Error;
@@ -116,27 +162,35 @@ impl AsyncTransaction for SqlxMigrator<'_> {
         &'a mut self,
         queries: T,
     ) -> Result<usize, Self::Error> {
-        // `Executor`'s boxed futures (rather than `sqlx::query(..).execute(..)`) keep the
+        // `Executor`'s boxed futures (rather than `store::query(..).execute(..)`) keep the
         // future `Send` for every lifetime, as refinery's trait requires. A statement without
         // arguments goes through the simple-query protocol: a migration holds many.
-        let conn = &mut *self.0;
-        conn.execute("BEGIN").await?;
+        let (begin, rollback, commit) = match self.nested {
+            false => ("BEGIN", "ROLLBACK", "COMMIT"),
+            true => (
+                "SAVEPOINT migration",
+                "ROLLBACK TO SAVEPOINT migration",
+                "RELEASE SAVEPOINT migration",
+            ),
+        };
+        let conn = &mut *self.conn;
+        conn.execute(begin).await?;
         let mut count = 0;
         for query in queries {
             if let Err(e) = conn.execute(query).await {
-                let _ = conn.execute("ROLLBACK").await;
+                let _ = conn.execute(rollback).await;
                 return Err(e);
             }
             count += 1;
         }
-        conn.execute("COMMIT").await?;
+        conn.execute(commit).await?;
         Ok(count)
     }
 }
 
 impl AsyncQuery<Vec<Migration>> for SqlxMigrator<'_> {
     async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
-        let rows = self.0.fetch_all(query).await?;
+        let rows = self.conn.fetch_all(query).await?;
         rows.iter()
             .map(|row| {
                 let version: i32 = row.try_get(0)?;

@@ -2,6 +2,7 @@
 //! re-derivation, rejected events archived. A conflict with a concurrent writer is an error
 //! the caller tries again (`StoreError::is_conflict`).
 
+use crate::store;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use super::connections::{Kept, KEPT_IDLE_MAX};
 use super::erasures;
 use super::plan::BatchPlan;
-use super::write::{write_batch, write_filling, write_in_rounds, BatchMemory};
+use super::write::{cache_tags, write_batch, write_filling, write_in_rounds, BatchMemory};
 use super::StoreError;
 use crate::delivery::{Delivery, MergeRule, Outcome, Source};
 use crate::erasure::Erasures;
@@ -61,8 +62,9 @@ impl PgSink {
     /// Reads erasures again (writes do when the guard says they changed; this keeps the
     /// webhook's own check current between writes, and before the first).
     pub async fn refresh_erasures(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        erasures::load(&mut conn, &self.memory.erasures).await
+        let mut work = super::Work::of(&self.pool).await?;
+        erasures::load(&mut work, &self.memory.erasures).await?;
+        Ok(work.done().await?)
     }
 
     /// The erasures this sink checks batches against, as far as it has read them: the
@@ -116,7 +118,7 @@ impl PgSink {
                 return Err(e);
             }
         };
-        let result = self.guarded(&mut conn, batch, op).await;
+        let result = self.guarded_unit(&mut conn, batch, op).await;
         match &result {
             Ok(_) => self.kept.keep(conn, since, self.others_served()),
             // A node that turned read-only (or a broken link): this connection is not used
@@ -130,6 +132,26 @@ impl PgSink {
             Err(_) => {}
         }
         result
+    }
+
+    /// [`PgSink::guarded`], in one transaction behind a pooler (the write's own transactions
+    /// become savepoints of it); as it is on a direct connection.
+    async fn guarded_unit(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[Delivery],
+        op: Op,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if !super::pooler::active() {
+            return self.guarded(conn, batch, op).await;
+        }
+        if let Op::Write = op {
+            cache_tags(conn, batch, &self.memory).await?;
+        }
+        let mut tx = super::pooler::begin_on(conn).await?;
+        let outcomes = self.guarded(&mut tx, batch, op).await?;
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     /// Runs `op` on what of `batch` is about no erased identifier (the rest is
@@ -195,7 +217,7 @@ impl PgSink {
     /// `replay`: the rows of archived deliveries, and their archived kind and error.
     async fn rederive_once(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        self.guarded(&mut conn, batch, Op::Rederive).await
+        self.guarded_unit(&mut conn, batch, Op::Rederive).await
     }
 }
 
@@ -236,7 +258,7 @@ async fn rederive(
     erasures::guard(&mut tx, seen).await?;
     // Raw rows first, in digest order: the lock order of live ingestion, so that a
     // replay running beside serve cannot deadlock with it.
-    sqlx::query("SELECT 1 FROM raw_events WHERE id = ANY($1) ORDER BY body_sha256 FOR UPDATE")
+    store::query("SELECT 1 FROM raw_events WHERE id = ANY($1) ORDER BY body_sha256 FOR UPDATE")
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
@@ -257,7 +279,7 @@ async fn rederive(
             _ => None,
         })
         .collect();
-    sqlx::query(
+    store::query(
         "UPDATE raw_events r SET kind = u.kind, error = u.error, event_at = u.event_at
            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[])
                 AS u(id, kind, error, event_at)

@@ -4,6 +4,7 @@
 //! time does it (an advisory lock), and each batch is a short transaction, so that
 //! ingestion never waits behind a long delete.
 
+use crate::store;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -93,15 +94,15 @@ async fn in_batches(
 ) -> Result<Option<u64>, sqlx::Error> {
     let mut removed = 0;
     loop {
-        let mut tx = pool.begin().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        let mut tx = store::pooler::begin(pool).await?;
+        let locked: bool = store::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(RETENTION_LOCK_KEY)
             .fetch_one(&mut *tx)
             .await?;
         if !locked {
             return Ok((removed > 0).then_some(removed));
         }
-        let n = sqlx::query_scalar::<_, i64>(statement)
+        let n = store::query_scalar::<i64>(statement)
             .bind(cutoff)
             .bind(batch)
             .fetch_one(&mut *tx)

@@ -2,9 +2,10 @@
 //! them up to date with the base tables, in one REPEATABLE READ transaction, by one process
 //! at a time (a session advisory lock, taken before the transaction's snapshot).
 
+use crate::store;
 use std::time::Duration;
 
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::watch;
 
 const ROLLUP_LOCK_KEY: i64 = 0x6368_6970_726f_6c6c; // "chiproll"
@@ -43,12 +44,14 @@ pub struct RollupFigures {
 
 /// The settings the summaries were last built with; `None` before the first build.
 pub async fn settings_as_built(pool: &PgPool) -> Result<Option<ReportSettings>, sqlx::Error> {
-    let row: Option<(String, i32, f64)> = sqlx::query_as(
+    let mut work = store::Work::of(pool).await?;
+    let row: Option<(String, i32, f64)> = store::query_as(
         "SELECT zone, service_level_seconds, extract(epoch FROM callback_window)::float8
            FROM rollup_state WHERE zone IS NOT NULL AND NOT rebuild",
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *work)
     .await?;
+    work.done().await?;
     Ok(row.and_then(|(zone, sl, window)| {
         Some(ReportSettings {
             zone: zone.parse().ok()?,
@@ -93,33 +96,36 @@ pub async fn catch_up_until(
         return Ok(CatchUp::Stopped);
     }
     let mut conn = pool.acquire().await?;
-    // The backend's pid, to cancel its statement from another connection.
-    let (locked, pid): (bool, i32) =
-        sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
-            .bind(ROLLUP_LOCK_KEY)
-            .fetch_one(&mut *conn)
-            .await?;
-    if !locked {
-        return Ok(CatchUp::Busy);
-    }
     // Whether the connection may still be used: not when a cancelled statement did not end.
     let mut usable = true;
     let result = async {
-        let mut tx = conn.begin().await?;
+        let mut tx = super::pooler::begin_on(&mut conn).await?;
         // Before any query: the whole catch-up reads one snapshot, and removes exactly the
         // marks it read.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        store::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .execute(&mut *tx)
             .await?;
         // A rebuild reads whole tables.
-        sqlx::query("SELECT set_config('statement_timeout', '0', true), set_config('enable_seqscan', 'on', true)")
+        store::query("SELECT set_config('statement_timeout', '0', true), set_config('enable_seqscan', 'on', true)")
             .execute(&mut *tx)
             .await?;
+        // A lock of the transaction, not of the session (none behind a pooler). It is taken
+        // after the snapshot: a catch-up that committed in between is one whose marks this
+        // one sees still, and removing them fails (40001), which is taken as busy below.
+        // The backend's pid, to cancel its statement from another connection.
+        let (locked, pid): (bool, i32) =
+            store::query_as("SELECT pg_try_advisory_xact_lock($1), pg_backend_pid()")
+                .bind(ROLLUP_LOCK_KEY)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !locked {
+            return Ok(CatchUp::Busy);
+        }
         if stopped(stop) {
             return Ok(CatchUp::Stopped);
         }
         let figures = {
-            let call = sqlx::query_as::<_, RollupFigures>(
+            let call = store::query_as::<RollupFigures>(
                 "SELECT rebuilt, marks, days
                    FROM callhippo_rollup($1, $2, make_interval(secs => $3))",
             )
@@ -143,20 +149,20 @@ pub async fn catch_up_until(
     .await;
     if !usable {
         // Its statement may still be running: nothing more can be said on it. Closing it
-        // ends the session (and the lock) once that statement ends.
+        // ends the transaction (and the lock) once that statement ends.
         drop(conn.detach());
-        return result;
     }
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(ROLLUP_LOCK_KEY)
-        .execute(&mut *conn)
-        .await;
-    if unlocked.is_err() {
-        // The lock goes with the session: close it rather than give it back to the pool.
-        let _ = conn.detach().close().await;
+    match result {
+        Err(e) if super::error::sqlstate(&e).as_deref() == Some(SERIALIZATION_FAILURE) => {
+            tracing::debug!("rollup: another catch-up committed meanwhile");
+            Ok(CatchUp::Busy)
+        }
+        other => other,
     }
-    result
 }
+
+/// What a catch-up whose snapshot is older than another's commit meets.
+const SERIALIZATION_FAILURE: &str = "40001";
 
 fn stopped(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow() || stop.has_changed().is_err()
@@ -181,7 +187,7 @@ async fn cancel<F: std::future::Future>(
     let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
     loop {
         let sent = match tokio::time::timeout_at(deadline, pool.acquire()).await {
-            Ok(Ok(mut other)) => sqlx::query("SELECT pg_cancel_backend($1)")
+            Ok(Ok(mut other)) => store::query("SELECT pg_cancel_backend($1)")
                 .bind(pid)
                 .execute(&mut *other)
                 .await

@@ -50,6 +50,24 @@ pub async fn write_batch(
     Ok(outcomes)
 }
 
+/// Behind a pooler, where a batch is written inside one transaction: caches the ids of the
+/// batch's tag names in a transaction of its own first, committed, so that the batch's
+/// transaction (which may be rolled back) caches none.
+pub(super) async fn cache_tags(
+    conn: &mut PgConnection,
+    batch: &[Delivery],
+    memory: &BatchMemory,
+) -> Result<(), StoreError> {
+    let (plan, _) = BatchPlan::of_deliveries(batch);
+    let missing = (memory.tags).missing(plan.calls.iter().flat_map(|r| &r.record.tags));
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut tx = super::pooler::begin_on(conn).await?;
+    memory.tags.ids(&mut tx, missing.into_iter()).await?;
+    Ok(tx.commit().await?)
+}
+
 /// Archives and writes records read from CallHippo's API, which only fill what the tables
 /// lack (`MergeRule::FillEmpty`), in one transaction; `seen` as for [`write_batch`].
 pub async fn write_filling(

@@ -13,6 +13,7 @@ mod metrics;
 mod operations;
 mod outage;
 mod personal_data;
+mod pooler;
 mod schema;
 mod summaries;
 mod views;

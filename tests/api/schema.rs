@@ -11,6 +11,7 @@ fn settings(url: &str) -> DbSettings {
         url: url.to_owned(),
         pool_size: 2,
         timeout: std::time::Duration::from_secs(30),
+        pooler: Default::default(),
     }
 }
 

@@ -514,6 +514,54 @@ async fn the_call_centre_figures_of_a_crafted_day() {
     assert_exact(&app, New_York, "the crafted days").await;
 }
 
+/// The catch-up's lock is a transaction's (the only kind behind a pooler): a lock held
+/// elsewhere makes it busy, and catch-ups racing each other while calls come in never fail
+/// and leave the summaries exact.
+#[tokio::test]
+async fn catch_ups_run_one_at_a_time_and_racing_ones_leave_exact_summaries() {
+    use callhippo_ingest::store::rollup::{catch_up, ReportSettings};
+    let app = spawn_app().await;
+    let settings = ReportSettings::default();
+    let key = 0x6368_6970_726f_6c6c_i64; // the rollup's lock
+    let mut holder = PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(key)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(catch_up(&app.pool, &settings).await.unwrap(), None, "busy");
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, settings) = (app.pool.clone(), settings);
+            tokio::spawn(async move {
+                let mut done = 0;
+                for _ in 0..25 {
+                    if catch_up(&pool, &settings).await.unwrap().is_some() {
+                        done += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut rng = Lcg(11);
+    bulk_calls(&app, &mut rng, 200, "race").await;
+    let mut done = 0;
+    for r in racers {
+        done += r.await.unwrap();
+    }
+    assert!(done > 0, "some catch-up went ahead");
+    rollup_in(&app.pool, chrono_tz::UTC).await;
+    assert_exact(&app, chrono_tz::UTC, "after racing catch-ups").await;
+}
+
 /// `serve` stopped while a catch-up runs: its statement is cancelled in PostgreSQL rather
 /// than left to run there, after the process has gone, holding the lock `rollup` waits for.
 #[tokio::test]

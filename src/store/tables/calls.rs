@@ -1,6 +1,7 @@
 //! `calls`, and the links of each call to its tags (`call_tags`): a call's tags are exactly
 //! those of its newest delivery.
 
+use crate::store;
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, Row as _};
@@ -135,7 +136,7 @@ pub(in crate::store) async fn upsert_calls(
         }
     }
     if !new_sids.is_empty() {
-        sqlx::query(INSERT_CALL_TAGS)
+        store::query(INSERT_CALL_TAGS)
             .bind(&new_sids)
             .bind(&new_tags)
             .execute(&mut *conn)
@@ -144,7 +145,7 @@ pub(in crate::store) async fn upsert_calls(
     let mut tags_changed = HashSet::new();
     if !old_sids.is_empty() {
         let written_sids: Vec<&str> = written.keys().map(String::as_str).collect();
-        tags_changed = sqlx::query_scalar::<_, String>(SYNC_CALL_TAGS)
+        tags_changed = store::query_scalar::<String>(SYNC_CALL_TAGS)
             .bind(&old_sids)
             .bind(&old_ats)
             .bind(&old_tag_sids)
@@ -199,7 +200,7 @@ pub(in crate::store) async fn fill_calls(
 ) -> Result<(), sqlx::Error> {
     let rows = with_times(round);
     let written: HashMap<String, bool> =
-        columns::bind(sqlx::query(FILL_CALLS), api_call_columns(&rows))
+        columns::bind(store::query(FILL_CALLS), api_call_columns(&rows))
             .fetch_all(&mut *conn)
             .await?
             .iter()
@@ -218,7 +219,7 @@ pub(in crate::store) async fn fill_calls(
     if !sids.is_empty() {
         // Only the calls it inserted: a stored call keeps its own tags (those of its newest
         // delivery).
-        (sqlx::query(INSERT_CALL_TAGS).bind(&sids).bind(&tags))
+        (store::query(INSERT_CALL_TAGS).bind(&sids).bind(&tags))
             .execute(&mut *conn)
             .await?;
     }

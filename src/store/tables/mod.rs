@@ -11,6 +11,7 @@ pub(super) mod raw_events;
 pub(super) mod sms;
 pub(super) mod tags;
 
+use crate::store;
 use std::collections::HashMap;
 
 use sqlx::{PgConnection, Row};
@@ -57,7 +58,7 @@ pub(super) async fn upsert<R: RecordTable, K: std::hash::Hash + Eq>(
     rows: &[(&R, Times)],
     key: impl Fn(&sqlx::postgres::PgRow) -> Result<K, sqlx::Error>,
 ) -> Result<HashMap<K, bool>, sqlx::Error> {
-    let rows = columns::bind(sqlx::query(sql), record_columns(rows))
+    let rows = columns::bind(store::query(sql), record_columns(rows))
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()

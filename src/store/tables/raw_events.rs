@@ -1,6 +1,7 @@
 //! `raw_events`: every accepted delivery, before anything else; identical bytes are one row
 //! whose count of deliveries grows.
 
+use crate::store;
 use std::collections::BTreeMap;
 
 use sqlx::PgConnection;
@@ -85,7 +86,7 @@ pub(in crate::store) async fn upsert_raw(
     batch: &[Delivery],
 ) -> Result<(), sqlx::Error> {
     let rows = raw_rows(batch);
-    columns::bind(sqlx::query(UPSERT_RAW), raw_columns(&rows))
+    columns::bind(store::query(UPSERT_RAW), raw_columns(&rows))
         .execute(&mut *conn)
         .await?;
     Ok(())

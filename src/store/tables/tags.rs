@@ -1,5 +1,6 @@
 //! `tags`: one row per name, never deleted, so that a name's id never changes once committed.
 
+use crate::store;
 use std::collections::HashMap;
 
 use sqlx::{PgConnection, Row};
@@ -16,6 +17,15 @@ impl TagCache {
     /// Bounds the memory a flood of distinct names could take; past it, misses are asked
     /// of the database each time.
     const MAX: usize = 10_000;
+
+    /// The names not cached yet.
+    pub(in crate::store) fn missing<'a>(
+        &self,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Vec<&'a String> {
+        let cache = self.0.read().expect("the tag cache lock is never poisoned");
+        names.filter(|n| !cache.contains_key(*n)).collect()
+    }
 
     pub(in crate::store) async fn ids<'a>(
         &self,
@@ -36,7 +46,8 @@ impl TagCache {
             }
         }
         if !missing.is_empty() {
-            // Its own statement, committed at once: only committed ids may be cached.
+            // Its own statement, committed at once: only committed ids may be cached (behind a
+            // pooler, `write::cache_tags` commits them before the batch's transaction).
             let fetched = ensure_tags(conn, missing.into_iter()).await?;
             let mut cache = self
                 .0
@@ -65,7 +76,7 @@ pub(in crate::store) async fn ensure_tags<'a>(
     }
     names.sort_unstable();
     names.dedup();
-    let rows = sqlx::query(
+    let rows = store::query(
         "WITH added AS (
              -- Only names not stored yet: ON CONFLICT takes a value of the sequence for each
              -- name it tries, so that repeated names would use ids up at the rate they come.
@@ -94,10 +105,11 @@ pub(in crate::store) async fn ensure_tags<'a>(
             .copied()
             .filter(|n| !ids.contains_key(*n))
             .collect();
-        for r in sqlx::query("SELECT id::bigint AS id, name FROM tags WHERE name = ANY($1::text[])")
-            .bind(&missing)
-            .fetch_all(&mut *conn)
-            .await?
+        for r in
+            store::query("SELECT id::bigint AS id, name FROM tags WHERE name = ANY($1::text[])")
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?
         {
             ids.insert(r.try_get("name")?, r.try_get("id")?);
         }
