@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,18 +18,8 @@ struct Clusters {
 }
 
 fn clusters(cmd: &str, dir: &Path) -> String {
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clusters.sh"))
-        .arg(cmd)
-        .arg(dir)
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "tests/clusters.sh {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    test_script("clusters.sh", &[cmd.as_ref(), dir.as_os_str()])
+        .unwrap_or_else(|e| panic!("tests/clusters.sh {cmd}: {e}"))
 }
 
 impl Clusters {
@@ -53,11 +42,7 @@ impl Clusters {
 
 impl Drop for Clusters {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clusters.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
+        let _ = test_script("clusters.sh", &["stop".as_ref(), self.dir.as_os_str()]);
     }
 }
 

@@ -282,6 +282,23 @@ pub fn without(base: &str, field: &str) -> String {
     v.to_string()
 }
 
+/// Runs `bash tests/<script> <args…>`; its stdout when it succeeds, else its stderr.
+pub fn test_script(script: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    let out = Command::new("bash")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .expect("bash runs");
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
 /// A free local port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

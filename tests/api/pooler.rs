@@ -3,8 +3,8 @@
 //! answered 200 and stored, the commands work through it too, and without the setting the
 //! service says which setting to give.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,19 +23,12 @@ impl Bouncer {
     fn start() -> Bouncer {
         let upstream = PgConnectOptions::from_str(&admin_url()).unwrap().get_port();
         let dir = std::env::temp_dir().join(format!("chi-pgbouncer-{}", uuid::Uuid::new_v4()));
-        let out = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pgbouncer.sh"))
-            .arg("start")
-            .arg(&dir)
-            .arg(upstream.to_string())
-            .output()
-            .expect("bash runs");
-        assert!(
-            out.status.success(),
-            "tests/pgbouncer.sh start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = String::from_utf8_lossy(&out.stdout);
+        let upstream = upstream.to_string();
+        let out = test_script(
+            "pgbouncer.sh",
+            &["start".as_ref(), dir.as_os_str(), upstream.as_ref()],
+        )
+        .unwrap_or_else(|e| panic!("tests/pgbouncer.sh start: {e}"));
         let port = (out.trim().strip_prefix("PGBOUNCER_PORT="))
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("PGBOUNCER_PORT in {out}"));
@@ -54,11 +47,7 @@ impl Bouncer {
 
 impl Drop for Bouncer {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pgbouncer.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
+        let _ = test_script("pgbouncer.sh", &["stop".as_ref(), self.dir.as_os_str()]);
     }
 }
 
