@@ -672,6 +672,25 @@ mod tests {
         assert_eq!(s.batch.workers, d.batch.workers);
         assert_eq!(s.spool_max_bytes, d.spool_max_bytes);
         assert_eq!(s.spool_dir, d.spool_dir);
+        assert_eq!(s.db.pooler, crate::store::Pooler::None);
+    }
+
+    #[test]
+    fn db_pooler_reaches_serve_and_the_commands() {
+        use crate::store::Pooler;
+        let url = "postgres://u@h/db";
+        let cli = parse(&["serve", "--database-url", url, "--db-pooler", "transaction"]).unwrap();
+        let s = serve_args(&cli).settings(cli.database_url().unwrap(), cli.db_pooler);
+        assert_eq!(s.unwrap().db.pooler, Pooler::Transaction);
+        let cli = parse(&[
+            "--db-pooler",
+            "Transaction",
+            "replay",
+            "--database-url",
+            url,
+        ])
+        .unwrap();
+        assert_eq!(cli.db_settings().unwrap().pooler, Pooler::Transaction);
     }
 
     /// The error of a value that does not parse: ours, naming the setting.
@@ -691,6 +710,7 @@ mod tests {
         assert!(value_error(&["serve", "--listen-addr", "nowhere"]).starts_with("LISTEN_ADDR"));
         assert!(value_error(&["serve", "--writers", "0"]).starts_with("WRITERS"));
         assert!(value_error(&["migrate", "--log-format", "xml"]).starts_with("LOG_FORMAT"));
+        assert!(value_error(&["migrate", "--db-pooler", "statement"]).starts_with("DB_POOLER"));
         assert!(value_error(&["replay", "--since", "soon"]).starts_with("--since"));
         assert!(value_error(&["replay", "--kind", "fax"]).starts_with("--kind"));
         assert!(
