@@ -119,7 +119,10 @@ pub(super) async fn write_usual(
     // The statement is committed: a conflict with a concurrent writer here is retried on
     // its own, rather than failing (and so rewriting) the whole batch; so are erasures that
     // changed since the batch was checked: the calls now suppressed are dropped, the others
-    // updated under the new guard.
+    // updated under the new guard. Behind a pooler, the statement is not committed yet (the
+    // batch is one transaction) and keeps its row locks: a conflict fails the batch, whose
+    // transaction is rolled back, locks and all, and retried whole by the caller.
+    let retried_here = |e: &StoreError| e.is_conflict() && !super::pooler::active();
     let (mut calls, mut outcomes, mut seen) = (plan.calls, plan.outcomes, seen);
     loop {
         let (calls_ref, tag_ids) = (&calls, &tag_ids);
@@ -130,7 +133,7 @@ pub(super) async fn write_usual(
                 let result = update_calls(conn, calls_ref, tag_ids, &mut outcomes, seen).await;
                 ((conn, outcomes), result)
             },
-            StoreError::is_conflict,
+            retried_here,
             |e, _| tracing::debug!(error = %e, "conflict with a concurrent writer; retrying"),
         )
         .await;

@@ -107,13 +107,21 @@ async fn run_in_one_transaction(
     target: refinery::Target,
 ) -> anyhow::Result<Vec<String>> {
     let mut tx = super::pooler::begin_on(conn).await?;
-    // The statement timeout of the other connections bounds the wait for table locks (see
-    // `run_until`); the migration itself runs without one.
-    tx.execute("SELECT set_config('lock_timeout', current_setting('statement_timeout'), true)")
-        .await?;
+    // As in `run_until`: no statement timeout; another replica's migration waited for as
+    // long as it takes; then table locks waited for no longer than the statement timeout of
+    // the other connections.
+    let bound: String = (tx
+        .fetch_one("SELECT current_setting('statement_timeout')")
+        .await?)
+        .try_get(0)?;
     tx.execute("SET LOCAL statement_timeout = 0").await?;
     tx.execute(&*format!(
         "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await?;
+    tx.execute(&*format!(
+        "SELECT set_config('lock_timeout', '{}', true)",
+        bound.replace('\'', "")
     ))
     .await?;
     let report = embedded::migrations::runner()

@@ -1,11 +1,12 @@
 //! The summary tables behind the statistics views (migration V6): `callhippo_rollup()` brings
 //! them up to date with the base tables, in one REPEATABLE READ transaction, by one process
-//! at a time (a session advisory lock, taken before the transaction's snapshot).
+//! at a time (a session advisory lock, taken before the transaction's snapshot; behind a
+//! pooler, which has no sessions, a transaction's lock, see [`catch_up_until`]).
 
 use crate::store;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{Connection, Executor, PgPool};
 use tokio::sync::watch;
 
 const ROLLUP_LOCK_KEY: i64 = 0x6368_6970_726f_6c6c; // "chiproll"
@@ -96,6 +97,16 @@ pub async fn catch_up_until(
         return Ok(CatchUp::Stopped);
     }
     let mut conn = pool.acquire().await?;
+    let session_lock = !super::pooler::active();
+    if session_lock {
+        let locked: bool = store::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(ROLLUP_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(CatchUp::Busy);
+        }
+    }
     // Whether the connection may still be used: not when a cancelled statement did not end.
     let mut usable = true;
     let result = async {
@@ -109,15 +120,18 @@ pub async fn catch_up_until(
         store::query("SELECT set_config('statement_timeout', '0', true), set_config('enable_seqscan', 'on', true)")
             .execute(&mut *tx)
             .await?;
-        // A lock of the transaction, not of the session (none behind a pooler). It is taken
-        // after the snapshot: a catch-up that committed in between is one whose marks this
-        // one sees still, and removing them fails (40001), which is taken as busy below.
+        // Behind a pooler the lock is the transaction's, taken after its snapshot: a
+        // catch-up that committed in between wrote rows this one's snapshot does not see
+        // (rollup_state, which every catch-up updates, at least), so this one fails when it
+        // writes them (40001, or 23505 for a summary row both insert) and is taken as busy.
         // The backend's pid, to cancel its statement from another connection.
-        let (locked, pid): (bool, i32) =
-            store::query_as("SELECT pg_try_advisory_xact_lock($1), pg_backend_pid()")
-                .bind(ROLLUP_LOCK_KEY)
-                .fetch_one(&mut *tx)
-                .await?;
+        let (locked, pid): (bool, i32) = store::query_as(
+            "SELECT CASE WHEN $2 THEN pg_try_advisory_xact_lock($1) ELSE true END, pg_backend_pid()",
+        )
+        .bind(ROLLUP_LOCK_KEY)
+        .bind(!session_lock)
+        .fetch_one(&mut *tx)
+        .await?;
         if !locked {
             return Ok(CatchUp::Busy);
         }
@@ -149,20 +163,34 @@ pub async fn catch_up_until(
     .await;
     if !usable {
         // Its statement may still be running: nothing more can be said on it. Closing it
-        // ends the transaction (and the lock) once that statement ends.
+        // ends the session (and the lock) once that statement ends.
         drop(conn.detach());
+        return result;
+    }
+    if session_lock {
+        let unlocked = store::query("SELECT pg_advisory_unlock($1)")
+            .bind(ROLLUP_LOCK_KEY)
+            .execute(&mut *conn)
+            .await;
+        if unlocked.is_err() {
+            // The lock goes with the session: close it rather than give it back to the pool.
+            let _ = conn.detach().close().await;
+        }
+        return result;
     }
     match result {
-        Err(e) if super::error::sqlstate(&e).as_deref() == Some(SERIALIZATION_FAILURE) => {
-            tracing::debug!("rollup: another catch-up committed meanwhile");
+        Err(e)
+            if matches!(
+                super::error::sqlstate(&e).as_deref(),
+                Some("40001" | "23505")
+            ) =>
+        {
+            tracing::debug!(error = %e, "rollup: another catch-up committed meanwhile");
             Ok(CatchUp::Busy)
         }
         other => other,
     }
 }
-
-/// What a catch-up whose snapshot is older than another's commit meets.
-const SERIALIZATION_FAILURE: &str = "40001";
 
 fn stopped(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow() || stop.has_changed().is_err()
@@ -187,9 +215,9 @@ async fn cancel<F: std::future::Future>(
     let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
     loop {
         let sent = match tokio::time::timeout_at(deadline, pool.acquire()).await {
-            Ok(Ok(mut other)) => store::query("SELECT pg_cancel_backend($1)")
-                .bind(pid)
-                .execute(&mut *other)
+            // A plain statement: behind a pooler, one with an argument would need a
+            // transaction of its own.
+            Ok(Ok(mut other)) => (other.execute(&*format!("SELECT pg_cancel_backend({pid})")))
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),

@@ -51,6 +51,26 @@ impl Drop for Bouncer {
     }
 }
 
+/// Runs `command` `n` times at once through the pooler at `url`; each must succeed.
+fn at_once(url: &str, command: &str, n: usize) {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            (bin().arg(command))
+                .env("DATABASE_URL", url)
+                .env("DB_POOLER", "transaction")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{command}: {stderr}");
+    }
+}
+
 const CLIENTS: usize = 16;
 const PER_CLIENT: usize = 150;
 
@@ -108,6 +128,10 @@ async fn through_pgbouncer_in_transaction_mode_every_event_of_16_clients_is_stor
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("set DB_POOLER=transaction"), "{stderr}");
+
+    // Replicas migrating at once: one applies the migrations, the others wait for its
+    // transaction's lock and find nothing to do.
+    at_once(&url, "migrate", 3);
 
     // Two replicas, so that the two server connections are always wanted by several of
     // their connections at once.
@@ -193,6 +217,10 @@ async fn through_pgbouncer_in_transaction_mode_every_event_of_16_clients_is_stor
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(summed, per_kind / 2);
+
+    // Catch-ups racing each other take their transaction's lock: each command waits for the
+    // others (or finds its work done) and succeeds.
+    at_once(&url, "rollup", 3);
 
     // The commands, through the pooler as well.
     for args in [
