@@ -514,9 +514,8 @@ async fn the_call_centre_figures_of_a_crafted_day() {
     assert_exact(&app, New_York, "the crafted days").await;
 }
 
-/// The catch-up's lock is a transaction's (the only kind behind a pooler): a lock held
-/// elsewhere makes it busy, and catch-ups racing each other while calls come in never fail
-/// and leave the summaries exact.
+/// A catch-up's lock held elsewhere makes it busy, and catch-ups racing each other while
+/// calls come in never fail and leave the summaries exact.
 #[tokio::test]
 async fn catch_ups_run_one_at_a_time_and_racing_ones_leave_exact_summaries() {
     use callhippo_ingest::store::rollup::{catch_up, ReportSettings};
