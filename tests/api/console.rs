@@ -374,18 +374,11 @@ async fn replay_is_taken_from_the_page_itself_or_with_the_bearer_token() {
 async fn while_the_database_is_down_the_console_still_answers() {
     let port = free_port();
     let spool = std::env::temp_dir().join(format!("chi-console-down-{port}"));
-    let mut settings = callhippo_ingest::config::ServeSettings::new(&format!(
-        "postgres://postgres@127.0.0.1:{port}/nowhere"
-    ));
-    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.spool_dir = spool.clone();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let mut settings = local_settings(&url, &spool);
     settings.admin_token = Some(ADMIN.into());
     settings.db.timeout = std::time::Duration::from_millis(500);
-    let app = callhippo_ingest::startup::Application::build(settings)
-        .await
-        .expect("serves while the database is down");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let (address, _) = start(settings).await;
     let client = reqwest::Client::new();
     let (code, _) = send(
         client

@@ -55,15 +55,9 @@ async fn a_standby_promoted_mid_stream_takes_the_writes_and_nothing_acknowledged
         c.primary, c.standby
     );
     let spool = std::env::temp_dir().join(format!("chi-failover-spool-{}", uuid::Uuid::new_v4()));
-    let mut settings = callhippo_ingest::config::ServeSettings::new(&url);
-    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.spool_dir = spool.clone();
+    let mut settings = local_settings(&url, &spool);
     settings.db.timeout = Duration::from_millis(1000);
-    let app = callhippo_ingest::startup::Application::build(settings)
-        .await
-        .expect("serves");
-    let address = format!("http://127.0.0.1:{}/webhooks/callhippo", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let address = format!("{}/webhooks/callhippo", start(settings).await.0);
 
     // Four clients post 150 calls each; after 120 acknowledged, the primary is lost and the
     // standby promoted.

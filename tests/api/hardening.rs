@@ -230,19 +230,10 @@ impl Drop for Mounted {
 
 /// A service whose database never answers, spooling into `spool`.
 async fn spooling_app(spool: &std::path::Path) -> String {
-    let mut settings = callhippo_ingest::config::ServeSettings::new(&format!(
-        "postgres://postgres@127.0.0.1:{}/nowhere",
-        free_port()
-    ));
-    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.spool_dir = spool.to_owned();
+    let url = format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port());
+    let mut settings = local_settings(&url, spool);
     settings.db.timeout = Duration::from_millis(300);
-    let app = callhippo_ingest::startup::Application::build(settings)
-        .await
-        .expect("serves while the database is down");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    address
+    start(settings).await.0
 }
 
 fn segment_files(dir: &std::path::Path) -> usize {

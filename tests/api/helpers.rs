@@ -152,16 +152,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeSettings)) -> TestApp 
 /// Like [`spawn_app_with`], on a database the test made itself.
 pub async fn spawn_app_on(db: &TestDb, adjust: impl FnOnce(&mut ServeSettings)) -> TestApp {
     init_logs();
-    let mut settings = ServeSettings::new(&db.url);
-    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
-    settings.spool_dir = std::env::temp_dir().join(format!("chi-spool-{}", db.name));
+    let spool = std::env::temp_dir().join(format!("chi-spool-{}", db.name));
+    let mut settings = local_settings(&db.url, &spool);
     adjust(&mut settings);
-    let app = Application::build(settings)
-        .await
-        .expect("the application starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
-    tokio::spawn(app.run_until_stopped());
+    let (address, metrics_address) = start(settings).await;
     TestApp {
         address,
         metrics_address,
@@ -169,6 +163,27 @@ pub async fn spawn_app_on(db: &TestDb, adjust: impl FnOnce(&mut ServeSettings)) 
         client: reqwest::Client::new(),
         db: TestDb::borrowed(&db.name),
     }
+}
+
+/// The default settings of a server on a free port of 127.0.0.1, against `url`, spooling
+/// into `spool`.
+pub fn local_settings(url: &str, spool: &Path) -> ServeSettings {
+    let mut settings = ServeSettings::new(url);
+    settings.listen_addr = "127.0.0.1:0".parse().unwrap();
+    settings.spool_dir = spool.to_owned();
+    settings
+}
+
+/// Starts the real server in this process; its address, and that of `/metrics` when it has
+/// one of its own.
+pub async fn start(settings: ServeSettings) -> (String, Option<String>) {
+    let app = Application::build(settings)
+        .await
+        .expect("the application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
+    tokio::spawn(app.run_until_stopped());
+    (address, metrics_address)
 }
 
 impl TestApp {
