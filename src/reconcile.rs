@@ -100,41 +100,30 @@ async fn once(
     Ok(())
 }
 
-/// The reconciliation lock: a session's, or behind a pooler (where a session lock would stay
-/// on a server connection others use), a transaction's, held open (on one server connection,
-/// doing nothing) while the reconciliation runs.
-enum Lock {
-    Session(sqlx::pool::PoolConnection<sqlx::Postgres>),
-    Transaction(sqlx::Transaction<'static, sqlx::Postgres>),
-}
+/// The reconciliation lock, on a [`store::Work`]: a session's lock on a direct connection,
+/// or behind a pooler (where a session lock would stay on a server connection others use), a
+/// transaction's, held open (on one server connection, doing nothing) while the
+/// reconciliation runs.
+struct Lock(store::Work);
 
 impl Lock {
     /// The lock, unless another replica holds it.
     async fn take(pool: &PgPool) -> Result<Option<Lock>, sqlx::Error> {
-        let (sql, mut lock) = match store::pooler::active() {
-            true => (
-                "SELECT pg_try_advisory_xact_lock($1)",
-                Lock::Transaction(store::pooler::begin(pool).await?),
-            ),
-            false => (
-                "SELECT pg_try_advisory_lock($1)",
-                Lock::Session(pool.acquire().await?),
-            ),
-        };
-        let conn: &mut sqlx::PgConnection = match &mut lock {
-            Lock::Session(c) => c,
-            Lock::Transaction(t) => t,
+        let mut work = store::Work::of(pool).await?;
+        let sql = match work {
+            store::Work::Transaction(_) => "SELECT pg_try_advisory_xact_lock($1)",
+            store::Work::Session(_) => "SELECT pg_try_advisory_lock($1)",
         };
         let locked: bool = store::query_scalar(sql)
             .bind(RECONCILE_LOCK_KEY)
-            .fetch_one(conn)
+            .fetch_one(&mut *work)
             .await?;
-        Ok(locked.then_some(lock))
+        Ok(locked.then_some(Lock(work)))
     }
 
     async fn release(self) {
-        match self {
-            Lock::Session(mut conn) => {
+        match self.0 {
+            store::Work::Session(mut conn) => {
                 let unlocked = store::query("SELECT pg_advisory_unlock($1)")
                     .bind(RECONCILE_LOCK_KEY)
                     .execute(&mut *conn)
@@ -145,7 +134,7 @@ impl Lock {
                 }
             }
             // Rolled back when it cannot commit: either way, the lock goes with it.
-            Lock::Transaction(tx) => drop(tx.commit().await),
+            work @ store::Work::Transaction(_) => drop(work.done().await),
         }
     }
 }
